@@ -1,0 +1,67 @@
+"""Locate and import the pycaffe that this project builds.
+
+pycaffe is not pip-installable: scripts/build.sh assembles it under
+``<build dir>/python/caffe``. Tools and tests find it here, in this order:
+the ``APPROX_DROPOUT_BUILD`` environment variable, then ``build/cpu`` in the
+source checkout this package was installed from (editable install).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class CaffeNotBuiltError(ImportError):
+    pass
+
+
+def build_dir() -> Path:
+    return Path(os.environ.get("APPROX_DROPOUT_BUILD", REPO_ROOT / "build" / "cpu"))
+
+
+def pycaffe_dir(build: Path | None = None) -> Path:
+    path = (build or build_dir()) / "python"
+    if not (path / "caffe" / "proto" / "caffe_pb2.py").is_file():
+        raise CaffeNotBuiltError(
+            f"no pycaffe under {path}: run scripts/build.sh, or point "
+            f"APPROX_DROPOUT_BUILD at a build folder")
+    return path
+
+
+def import_caffe(build: Path | None = None) -> ModuleType:
+    """Import pycaffe from the project's build, quieting glog by default."""
+    path = str(pycaffe_dir(build))
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    if "caffe_pb2" in sys.modules:
+        # Loaded standalone before: reuse it, since registering caffe.proto
+        # twice in protobuf's descriptor pool is an error.
+        sys.modules.setdefault("caffe.proto.caffe_pb2", sys.modules["caffe_pb2"])
+    caffe = importlib.import_module("caffe")
+    # A module found ready in sys.modules is not set on its parent package.
+    caffe.proto.caffe_pb2 = sys.modules["caffe.proto.caffe_pb2"]
+    return caffe
+
+
+def import_caffe_pb2(build: Path | None = None) -> ModuleType:
+    """Import only the generated protobuf module, without loading _caffe.so.
+
+    caffe/__init__.py loads the C++ extension; the generated module needs only
+    google.protobuf, so it is loaded from its file as ``caffe_pb2``.
+    """
+    if "caffe.proto.caffe_pb2" in sys.modules:
+        return sys.modules["caffe.proto.caffe_pb2"]
+    if "caffe_pb2" not in sys.modules:
+        path = pycaffe_dir(build) / "caffe" / "proto" / "caffe_pb2.py"
+        spec = importlib.util.spec_from_file_location("caffe_pb2", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["caffe_pb2"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["caffe_pb2"]

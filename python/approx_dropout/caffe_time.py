@@ -1,0 +1,115 @@
+"""Run Caffe's own benchmark, `caffe time`, and read its per-layer table.
+
+`caffe time` logs through glog; this module runs the tool with logging sent to
+stderr, parses the "Average time per layer" block and the pass totals, and
+prints them as a table. Speed comparisons in this project are ratios of such
+runs, made in the same script, so that machine load affects both sides.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import caffe_env
+
+_LAYER = re.compile(r"\]\s+(\S+)\s+(forward|backward): ([0-9.eE+-]+) ms\.$")
+_TOTAL = re.compile(r"\] Average (Forward|Backward|Forward-Backward)(?: pass)?: "
+                    r"([0-9.eE+-]+) ms\.$")
+
+
+class CaffeTimeError(RuntimeError):
+    pass
+
+
+@dataclass
+class Timing:
+    """Milliseconds per iteration, as `caffe time` reports them."""
+    forward: dict[str, float] = field(default_factory=dict)
+    backward: dict[str, float] = field(default_factory=dict)
+    forward_total: float = float("nan")
+    backward_total: float = float("nan")
+    iteration: float = float("nan")   # "Average Forward-Backward"
+
+    def table(self) -> str:
+        rows = [f"{'layer':<12} {'forward ms':>11} {'backward ms':>12}"]
+        for name, fwd in self.forward.items():
+            rows.append(f"{name:<12} {fwd:>11.3f} {self.backward.get(name, 0.0):>12.3f}")
+        rows.append(f"{'total':<12} {self.forward_total:>11.3f} {self.backward_total:>12.3f}")
+        rows.append(f"forward-backward per iteration: {self.iteration:.3f} ms")
+        return "\n".join(rows)
+
+
+def parse(log: str) -> Timing:
+    timing = Timing()
+    for line in log.splitlines():
+        line = line.rstrip()
+        if m := _LAYER.search(line):
+            getattr(timing, m.group(2))[m.group(1)] = float(m.group(3))
+        elif m := _TOTAL.search(line):
+            value = float(m.group(2))
+            if m.group(1) == "Forward":
+                timing.forward_total = value
+            elif m.group(1) == "Backward":
+                timing.backward_total = value
+            else:
+                timing.iteration = value
+    if not timing.forward or timing.iteration != timing.iteration:
+        raise CaffeTimeError("no 'Average time per layer' table in the caffe "
+                             "time output")
+    return timing
+
+
+def caffe_binary(build: Path | None = None) -> Path:
+    path = (build or caffe_env.build_dir()) / "tools" / "caffe"
+    if not path.is_file():
+        raise caffe_env.CaffeNotBuiltError(
+            f"no caffe tool at {path}: run scripts/build.sh")
+    return path
+
+
+def run(model: Path, iterations: int = 10, phase: str = "TRAIN",
+        gpu: int | None = None, build: Path | None = None) -> Timing:
+    if not Path(model).is_file():
+        raise CaffeTimeError(f"{model}: no such prototxt")
+    cmd = [str(caffe_binary(build)), "time", f"-model={model}",
+           f"-iterations={iterations}", f"-phase={phase}"]
+    if gpu is not None:
+        cmd.append(f"-gpu={gpu}")
+    env = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.splitlines()[-5:])
+        raise CaffeTimeError(f"caffe time failed on {model} "
+                             f"(exit {proc.returncode}):\n{tail}")
+    return parse(proc.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m approx_dropout.caffe_time",
+        description="Run `caffe time` on a prototxt and print its per-layer table.")
+    parser.add_argument("model", type=Path, help="net prototxt")
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--phase", choices=["TRAIN", "TEST"], default="TRAIN")
+    parser.add_argument("--gpu", type=int, default=None, help="GPU id (default: CPU)")
+    args = parser.parse_args(argv)
+    if args.iterations < 1:
+        parser.error("--iterations must be at least 1")
+    try:
+        timing = run(args.model, args.iterations, args.phase, args.gpu)
+    except (CaffeTimeError, caffe_env.CaffeNotBuiltError) as err:
+        print(f"caffe_time: error: {err}", file=sys.stderr)
+        return 1
+    print(f"caffe time: {args.model}, {args.iterations} iterations, {args.phase}, "
+          f"{'GPU %d' % args.gpu if args.gpu is not None else 'CPU'}")
+    print(timing.table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Shared fixtures: the project's build of pycaffe and a pristine Caffe tree."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from approx_dropout import caffe_env
+
+REPO = caffe_env.REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def caffe_pb2():
+    return caffe_env.import_caffe_pb2()
+
+
+@pytest.fixture(scope="session")
+def caffe():
+    return caffe_env.import_caffe()
+
+
+@pytest.fixture(scope="session")
+def sdist_archive_tree(tmp_path_factory) -> Path:
+    """The pinned sdist, unpacked from the verified download cache."""
+    dest = tmp_path_factory.mktemp("sdist")
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts/fetch_caffe.py"), "--dest", str(dest)],
+        check=True, capture_output=True, text=True).stdout
+    return Path(out.strip().splitlines()[-1])

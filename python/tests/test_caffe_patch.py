@@ -1,0 +1,95 @@
+"""caffe_patch/apply_patch.py on the real pinned sdist: applies, is idempotent,
+refuses unknown or modified trees without writing anything."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+APPLY = REPO / "caffe_patch/apply_patch.py"
+TOUCHED = ["src/caffe/proto/caffe.proto", "src/caffe/common.cpp",
+           "src/caffe/net.cpp", "python/caffe/io.py"]
+
+
+def apply(tree: Path, *flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(APPLY), str(tree), *flags],
+                          capture_output=True, text=True)
+
+
+def snapshot(tree: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(tree)): p.read_bytes()
+            for p in sorted(tree.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def tree(sdist_archive_tree, tmp_path) -> Path:
+    copy = tmp_path / "caffe"
+    shutil.copytree(sdist_archive_tree, copy)
+    return copy
+
+
+def test_pristine_tree_reports_unpatched(tree):
+    result = apply(tree, "--check")
+    assert result.returncode == 3, result.stderr
+    assert "not fully applied" in result.stdout
+
+
+def test_applies_once_then_is_a_noop(tree):
+    before = snapshot(tree)
+    first = apply(tree)
+    assert first.returncode == 0, first.stderr
+    assert "brocolli-caffe 9.0.2" in first.stdout
+    assert "4 file(s) changed" in first.stdout
+    after_first = snapshot(tree)
+    changed = sorted(k for k in before if before[k] != after_first[k])
+    assert changed == sorted(TOUCHED)
+    assert set(after_first) == set(before)  # no files added or removed
+
+    second = apply(tree)
+    assert second.returncode == 0, second.stderr
+    assert "0 file(s) changed" in second.stdout
+    assert second.stdout.count("already applied") == 6
+    assert snapshot(tree) == after_first
+    assert apply(tree, "--check").returncode == 0
+
+
+def test_patched_proto_has_the_message_and_field(tree):
+    assert apply(tree).returncode == 0
+    proto = (tree / "src/caffe/proto/caffe.proto").read_text()
+    assert proto.count("optional ApproxDropoutParameter approx_dropout_param = 1805;") == 1
+    assert proto.count("message ApproxDropoutParameter {") == 1
+    assert "SetTotalBytesLimit(536870912)" in (tree / "src/caffe/util/io.cpp").read_text()
+    common = (tree / "src/caffe/common.cpp").read_text()
+    assert "prop.clockRate" not in common and "prop.deviceOverlap" not in common
+
+
+def test_unrecognised_tree_is_refused(tmp_path):
+    result = apply(tmp_path)
+    assert result.returncode == 2
+    assert "src/caffe/proto/caffe.proto: missing" in result.stderr
+    assert "is not a Caffe source tree" in result.stderr
+
+
+def test_other_sdist_version_is_refused(tree):
+    pkg_info = tree / "PKG-INFO"
+    pkg_info.write_text(pkg_info.read_text().replace("Version: 9.0.2", "Version: 9.0.3"))
+    result = apply(tree)
+    assert result.returncode == 2
+    assert "brocolli-caffe version 9.0.3" in result.stderr
+
+
+def test_modified_file_is_named_and_nothing_is_written(tree):
+    common = tree / "src/caffe/common.cpp"
+    common.write_text(common.read_text().replace("prop.deviceOverlap", "prop.asyncEngineCount"))
+    before = snapshot(tree)
+    result = apply(tree)
+    assert result.returncode == 2
+    assert "src/caffe/common.cpp: cannot apply" in result.stderr
+    assert "matches 0 times" in result.stderr
+    # the proto edits come first in the plan, yet nothing was written
+    assert snapshot(tree) == before

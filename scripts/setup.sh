@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a Debian 12 (bookworm) machine:
+# the Debian build dependencies of Caffe (as root, only those missing) and a
+# Python virtual environment at .venv with the pinned packages and the
+# approx_dropout package. Safe to run again; it only adds what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  build-essential cmake ccache pkg-config python3-dev python3-venv
+  libboost-system1.74-dev libboost-thread1.74-dev libboost-filesystem1.74-dev
+  libboost-regex1.74-dev libboost-python1.74-dev
+  libprotobuf-dev protobuf-compiler libgoogle-glog-dev libgflags-dev
+  libhdf5-dev libopenblas-dev
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" \
+    || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: error: need root to install ${missing[*]}; run:" >&2
+    echo "  sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}"
+fi
+
+PYTHON=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  echo "setup: creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+# Reinstall only when the pins or the package metadata change.
+stamp=.venv/.approx-dropout-requirements
+want=$(cat python/requirements.txt python/pyproject.toml | sha256sum | cut -d' ' -f1)
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -r python/requirements.txt
+  .venv/bin/python -m pip install -q --no-deps -e python/
+  echo "$want" > "$stamp"
+fi
+echo "setup: ready ($(.venv/bin/python --version), Debian packages present)"
