@@ -18,6 +18,7 @@ from pathlib import Path
 from . import caffe_env
 
 _LAYER = re.compile(r"\]\s+(\S+)\s+(forward|backward): ([0-9.eE+-]+) ms\.$")
+_GLOG_ERROR = re.compile(r"^[EF]\d{4,8} \d\d:")  # glog: severity, [yyyy]mmdd
 _TOTAL = re.compile(r"\] Average (Forward|Backward|Forward-Backward)(?: pass)?: "
                     r"([0-9.eE+-]+) ms\.$")
 
@@ -83,9 +84,11 @@ def run(model: Path, iterations: int = 10, phase: str = "TRAIN",
     env = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.splitlines()[-5:])
+        # glog's fatal/error lines say why; the stack trace after them does not
+        why = [ln for ln in proc.stderr.splitlines() if _GLOG_ERROR.match(ln)]
+        detail = why[0] if why else "\n".join(proc.stderr.splitlines()[-5:])
         raise CaffeTimeError(f"caffe time failed on {model} "
-                             f"(exit {proc.returncode}):\n{tail}")
+                             f"(exit {proc.returncode}): {detail}")
     return parse(proc.stderr)
 
 
