@@ -1,0 +1,105 @@
+#ifndef CAFFE_UTIL_APPROX_DROPOUT_PATTERN_HPP_
+#define CAFFE_UTIL_APPROX_DROPOUT_PATTERN_HPP_
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "caffe/proto/caffe.pb.h"
+
+// BlockStride is used by host code and CUDA kernels alike.
+#ifdef __CUDACC__
+#define APPROX_DROPOUT_HD __host__ __device__
+#else
+#define APPROX_DROPOUT_HD
+#endif
+
+namespace caffe {
+
+// One iteration's regular dropout pattern (Song et al., Sec. III-A/B): of
+// every dp consecutive units (neurons for ROW, weight tiles for TILE) the one
+// whose index is b modulo dp is kept; the other dp - 1 are dropped.
+struct DropoutPattern {
+  int dp;
+  int b;
+  bool kept(int unit) const { return unit % dp == b; }
+};
+
+// A set of indices 0..dim-1 made of blocks of `block` consecutive indices:
+// blocks first, first + step, first + step * 2, ... (the last block may be cut
+// short by dim). Every index set the patterns need has this form: kept
+// neurons (block 1), kept input features (block 1), the columns or rows of
+// kept tiles (block = tile size). It maps compact position i to an index with
+// arithmetic only, so CPU loops and GPU kernels need no index arrays.
+struct BlockStride {
+  int first;  // first block
+  int step;   // block stride, >= 1
+  int block;  // block size, >= 1
+  int dim;    // indices lie in [0, dim)
+
+  static BlockStride All(int dim) { BlockStride s = {0, 1, dim, dim}; return s; }
+  bool all() const { return first == 0 && (step == 1 || block >= dim); }
+  int num_blocks() const {
+    const int total = (dim + block - 1) / block;
+    return first < total ? (total - 1 - first) / step + 1 : 0;
+  }
+  // Number of indices in the set.
+  int size() const {
+    const int n = num_blocks();
+    if (n == 0) return 0;
+    const int last_start = (first + (n - 1) * step) * block;
+    return (n - 1) * block + std::min(block, dim - last_start);
+  }
+  // The i-th index of the set, 0 <= i < size().
+  APPROX_DROPOUT_HD int operator[](int i) const {
+    return (first + (i / block) * step) * block + i % block;
+  }
+};
+
+// The distribution K = {k_1 .. k_N} over dp (k_i = P(dp = i)), validated for
+// a layer whose pattern acts on `num_units` units, and the per-iteration
+// sampler. One implementation serves every approx-dropout layer.
+class DropoutPatternSampler {
+ public:
+  // CHECK-fails, naming `layer_name` and the offending parameter, when
+  // dropout_ratio is outside [0, 1), the distribution has negative entries,
+  // does not sum to 1 (within 1e-4), misses dropout_ratio by more than 0.01,
+  // or puts mass on a dp larger than num_units. An empty
+  // pattern_distribution selects DefaultPatternDistribution.
+  DropoutPatternSampler(const ApproxDropoutParameter& param, int num_units,
+                        const std::string& layer_name);
+
+  // dp ~ K, then b uniform in {0 .. dp-1}, both from Caffe's RNG (so
+  // Caffe::set_random_seed makes the sequence reproducible).
+  DropoutPattern Sample() const;
+
+  const std::vector<double>& distribution() const { return k_; }
+  float dropout_ratio() const { return ratio_; }
+  // 1 / (1 - dropout_ratio): keeps expectations equal to the dense layer.
+  float scale() const { return 1.f / (1.f - ratio_); }
+
+ private:
+  float ratio_;
+  std::vector<double> k_;
+  std::vector<double> cdf_;
+};
+
+// sum_i k_i (i - 1) / i: the probability that a given unit is dropped (Eq. 2).
+double PatternDropoutRate(const std::vector<double>& k);
+
+// The built-in distribution for dropout rate p with dp <= max_dp (the
+// "bounded" method of the approx_dropout Python package, which must return
+// the same numbers). Its support is every dp whose own rate (dp - 1)/dp lies
+// within `band` of p (plus 1e-6, so that p given as a float such as 0.7f
+// selects the same support as 0.7), plus the two dp whose rates bracket p;
+// on that support
+// it maximises the entropy of the (dp, b) pairs, i.e. k_i proportional to
+// i * exp(lambda * (i - 1)/i), with lambda set by bisection so that the rate
+// is exactly p. Returns an empty vector when p > (max_dp - 1)/max_dp, which
+// no distribution over dp <= max_dp can reach.
+std::vector<double> DefaultPatternDistribution(double p, int max_dp,
+                                               double band = 0.1);
+
+}  // namespace caffe
+
+#endif  // CAFFE_UTIL_APPROX_DROPOUT_PATTERN_HPP_

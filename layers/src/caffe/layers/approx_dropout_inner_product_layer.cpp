@@ -1,0 +1,422 @@
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "caffe/filler.hpp"
+#include "caffe/layers/approx_dropout_inner_product_layer.hpp"
+#include "caffe/util/math_functions.hpp"
+
+namespace caffe {
+
+namespace {
+
+// Calls f(index_start, length, compact_offset) for each block of the set.
+template <typename F>
+inline void ForEachBlock(const BlockStride& s, F f) {
+  const int blocks = s.num_blocks();
+  for (int j = 0, offset = 0; j < blocks; ++j) {
+    const int start = (s.first + j * s.step) * s.block;
+    const int len = std::min(s.block, s.dim - start);
+    f(start, len, offset);
+    offset += len;
+  }
+}
+
+inline void cblas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n,
+    int k, float alpha, const float* a, int lda, const float* b, int ldb,
+    float beta, float* c, int ldc) {
+  cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c,
+              ldc);
+}
+
+inline void cblas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n,
+    int k, double alpha, const double* a, int lda, const double* b, int ldb,
+    double beta, double* c, int ldc) {
+  cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c,
+              ldc);
+}
+
+template <typename Dtype>
+class CpuOps : public ApproxDropoutOps<Dtype> {
+ public:
+  virtual void gemm(bool trans_a, bool trans_b, int m, int n, int k,
+      Dtype alpha, const Dtype* a, int lda, const Dtype* b, int ldb,
+      Dtype beta, Dtype* c, int ldc) const {
+    if (m == 0 || n == 0) return;
+    cblas_gemm(trans_a ? CblasTrans : CblasNoTrans,
+               trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda,
+               b, ldb, beta, c, ldc);
+  }
+  virtual void add_column_sums(int m, int n, Dtype alpha, const Dtype* a,
+      int lda, Dtype* y, int incy) const {
+    for (int r = 0; r < m; ++r) {
+      const Dtype* row = a + r * lda;
+      for (int i = 0; i < n; ++i) y[i * incy] += alpha * row[i];
+    }
+  }
+  virtual void gather(int rows, const BlockStride& row_map,
+      const BlockStride& cols, const Dtype* src, int ld, Dtype* dst) const {
+    const int nc = cols.size();
+    for (int r = 0; r < rows; ++r) {
+      const Dtype* s = src + row_map[r] * ld;
+      Dtype* d = dst + r * nc;
+      ForEachBlock(cols, [&](int start, int len, int offset) {
+        std::memcpy(d + offset, s + start, len * sizeof(Dtype));
+      });
+    }
+  }
+  virtual void scatter(int rows, const BlockStride& row_map,
+      const BlockStride& cols, const Dtype* src, Dtype* dst, int ld,
+      bool accumulate) const {
+    const int nc = cols.size();
+    for (int r = 0; r < rows; ++r) {
+      const Dtype* s = src + r * nc;
+      Dtype* d = dst + row_map[r] * ld;
+      ForEachBlock(cols, [&](int start, int len, int offset) {
+        if (accumulate) {
+          for (int i = 0; i < len; ++i) d[start + i] += s[offset + i];
+        } else {
+          std::memcpy(d + start, s + offset, len * sizeof(Dtype));
+        }
+      });
+    }
+  }
+  virtual void add_bias(int rows, const BlockStride& cols, Dtype alpha,
+      const Dtype* bias, Dtype* dst, int ld) const {
+    for (int r = 0; r < rows; ++r) {
+      Dtype* d = dst + r * ld;
+      ForEachBlock(cols, [&](int start, int len, int) {
+        for (int i = start; i < start + len; ++i) d[i] += alpha * bias[i];
+      });
+    }
+  }
+  virtual void set_zero(int n, Dtype* x) const { caffe_set(n, Dtype(0), x); }
+};
+
+int gcd(int a, int b) { return b == 0 ? a : gcd(b, a % b); }
+
+}  // namespace
+
+template <typename Dtype>
+void ApproxDropoutInnerProductLayer<Dtype>::LayerSetUp(
+    const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
+  const InnerProductParameter& ip = this->layer_param_.inner_product_param();
+  const string& name = this->layer_param_.name();
+  CHECK(!ip.transpose()) << "Layer " << name << ": inner_product_param."
+      << "transpose: true is not supported by ApproxDropoutInnerProduct "
+      << "(its patterns address rows of a num_output x K weight matrix)";
+  N_ = ip.num_output();
+  CHECK_GE(N_, 1) << "Layer " << name << ": inner_product_param.num_output "
+                  << "must be positive";
+  bias_term_ = ip.bias_term();
+  const int axis = bottom[0]->CanonicalAxisIndex(ip.axis());
+  K_ = bottom[0]->count(axis);
+  param_ = this->layer_param_.approx_dropout_param();
+  const string where = "Layer " + name + ": approx_dropout_param.";
+  if (param_.pattern() == ApproxDropoutParameter_Pattern_TILE) {
+    CHECK(param_.side() == ApproxDropoutParameter_Side_OUTPUT) << where
+        << "side: INPUT applies to pattern: ROW only (TILE drops weight "
+        << "tiles, not a side)";
+    CHECK_GE(param_.tile_height(), 1) << where << "tile_height must be >= 1";
+    CHECK_GE(param_.tile_width(), 1) << where << "tile_width must be >= 1";
+    CHECK_LE(param_.tile_height(), N_) << where << "tile_height ("
+        << param_.tile_height() << ") is larger than the weight matrix's "
+        << "num_output (" << N_ << ")";
+    CHECK_LE(param_.tile_width(), K_) << where << "tile_width ("
+        << param_.tile_width() << ") is larger than the weight matrix's "
+        << "input size K (" << K_ << ")";
+  }
+  sampler_.reset(new DropoutPatternSampler(param_, units(), name));
+
+  if (this->blobs_.size() > 0) {
+    LOG(INFO) << "Skipping parameter initialization";
+  } else {
+    this->blobs_.resize(bias_term_ ? 2 : 1);
+    vector<int> weight_shape(2);
+    weight_shape[0] = N_;
+    weight_shape[1] = K_;
+    this->blobs_[0].reset(new Blob<Dtype>(weight_shape));
+    shared_ptr<Filler<Dtype> > weight_filler(GetFiller<Dtype>(
+        ip.weight_filler()));
+    weight_filler->Fill(this->blobs_[0].get());
+    if (bias_term_) {
+      vector<int> bias_shape(1, N_);
+      this->blobs_[1].reset(new Blob<Dtype>(bias_shape));
+      shared_ptr<Filler<Dtype> > bias_filler(GetFiller<Dtype>(
+          ip.bias_filler()));
+      bias_filler->Fill(this->blobs_[1].get());
+    }
+  }
+  this->param_propagate_down_.resize(this->blobs_.size(), true);
+}
+
+template <typename Dtype>
+int ApproxDropoutInnerProductLayer<Dtype>::units() const {
+  if (param_.pattern() == ApproxDropoutParameter_Pattern_TILE) {
+    const int th = param_.tile_height(), tw = param_.tile_width();
+    return ((N_ + th - 1) / th) * ((K_ + tw - 1) / tw);
+  }
+  return param_.side() == ApproxDropoutParameter_Side_INPUT ? K_ : N_;
+}
+
+template <typename Dtype>
+void ApproxDropoutInnerProductLayer<Dtype>::Reshape(
+    const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
+  const int axis = bottom[0]->CanonicalAxisIndex(
+      this->layer_param_.inner_product_param().axis());
+  CHECK_EQ(K_, bottom[0]->count(axis)) << "Layer "
+      << this->layer_param_.name() << ": input size incompatible with "
+      << "inner product parameters";
+  M_ = bottom[0]->count(0, axis);
+  vector<int> top_shape = bottom[0]->shape();
+  top_shape.resize(axis + 1);
+  top_shape[axis] = N_;
+  top[0]->Reshape(top_shape);
+  if (top.size() > 1) top[1]->Reshape(vector<int>(1, 2));
+  // Compact operands at their largest (dp = 1); memory is taken only when a
+  // pattern first needs a buffer, never per iteration.
+  x_buf_.Reshape(vector<int>(1, M_ * K_));
+  y_buf_.Reshape(vector<int>(1, M_ * N_));
+  w_buf_.Reshape(vector<int>(1, N_ * K_));
+  dw_buf_.Reshape(vector<int>(1, N_ * K_));
+}
+
+template <typename Dtype>
+void ApproxDropoutInnerProductLayer<Dtype>::FixPattern(int dp, int b) {
+  CHECK_GE(dp, 1) << "FixPattern: dp must be >= 1";
+  CHECK_LE(dp, units()) << "FixPattern: dp must be <= " << units();
+  CHECK(b >= 0 && b < dp) << "FixPattern: b must be in [0, dp)";
+  fixed_ = true;
+  fixed_pattern_.dp = dp;
+  fixed_pattern_.b = b;
+}
+
+template <typename Dtype>
+void ApproxDropoutInnerProductLayer<Dtype>::PlanIteration(
+    const DropoutPattern& p) {
+  groups_.clear();
+  const BlockStride all_out = BlockStride::All(N_), all_in = BlockStride::All(K_);
+  if (param_.pattern() == ApproxDropoutParameter_Pattern_TILE) {
+    const int th = param_.tile_height(), tw = param_.tile_width();
+    const int R = (N_ + th - 1) / th, C = (K_ + tw - 1) / tw;
+    // Tile (r, c) is kept iff (r C + c) % dp == b. In tile row r the kept
+    // columns are c = g, g + dp, ... with g = (b - r C) mod dp; the rows
+    // sharing one g form an arithmetic progression, so each g is one GEMM.
+    const int row_step = p.dp / gcd(C % p.dp, p.dp);
+    for (int g = 0; g < std::min(p.dp, C); ++g) {
+      for (int r0 = 0; r0 < std::min(R, row_step); ++r0) {
+        if (((p.b - r0 * C) % p.dp + p.dp) % p.dp != g) continue;
+        Group group;
+        const BlockStride out = {r0, row_step, th, N_};
+        const BlockStride in = {g, p.dp, tw, K_};
+        group.out = out;
+        group.in = in;
+        groups_.push_back(group);
+        break;
+      }
+    }
+  } else if (param_.side() == ApproxDropoutParameter_Side_INPUT) {
+    Group group;
+    const BlockStride in = {p.b, p.dp, 1, K_};
+    group.out = all_out;
+    group.in = in;
+    groups_.push_back(group);
+  } else {
+    Group group;
+    const BlockStride out = {p.b, p.dp, 1, N_};
+    group.out = out;
+    group.in = all_in;
+    groups_.push_back(group);
+  }
+  int x_off = 0, w_off = 0, y_off = 0;
+  for (Group& g : groups_) {
+    const int nout = g.out.size(), nin = g.in.size();
+    g.w_view = g.in.all() && (g.out.block == 1 || g.out.step == 1);
+    g.x_offset = x_off;
+    g.w_offset = w_off;
+    g.y_offset = y_off;
+    if (!g.in.all()) x_off += M_ * nin;
+    if (!g.w_view) w_off += nout * nin;
+    if (!g.out.all()) y_off += M_ * nout;
+  }
+  out_covered_ = groups_.size() == 1 && groups_[0].out.all();
+  in_covered_ = groups_.size() == 1 && groups_[0].in.all();
+}
+
+template <typename Dtype>
+void ApproxDropoutInnerProductLayer<Dtype>::ForwardWith(
+    const ApproxDropoutOps<Dtype>& ops, bool gpu,
+    const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
+  if (this->phase_ == TRAIN) {
+    pattern_ = fixed_ ? fixed_pattern_ : sampler_->Sample();
+    scale_ = sampler_->scale();
+  } else {
+    pattern_.dp = 1;
+    pattern_.b = 0;
+    scale_ = 1;
+  }
+  PlanIteration(pattern_);
+  if (top.size() > 1) {
+    Dtype* observed = top[1]->mutable_cpu_data();
+    observed[0] = pattern_.dp;
+    observed[1] = pattern_.b;
+  }
+  const Dtype* x = gpu ? bottom[0]->gpu_data() : bottom[0]->cpu_data();
+  const Dtype* w = gpu ? this->blobs_[0]->gpu_data()
+                       : this->blobs_[0]->cpu_data();
+  Dtype* y = gpu ? top[0]->mutable_gpu_data() : top[0]->mutable_cpu_data();
+  const BlockStride rows = BlockStride::All(M_);
+  if (!out_covered_) ops.set_zero(M_ * N_, y);
+  for (const Group& g : groups_) {
+    const int nout = g.out.size(), nin = g.in.size();
+    const Dtype* xg = x;
+    int ldx = K_;
+    if (!g.in.all()) {
+      Dtype* buf = (gpu ? x_buf_.mutable_gpu_data()
+                        : x_buf_.mutable_cpu_data()) + g.x_offset;
+      ops.gather(M_, rows, g.in, x, K_, buf);
+      xg = buf;
+      ldx = nin;
+    }
+    const Dtype* wg;
+    int ldw;
+    if (g.w_view) {
+      wg = w + g.out[0] * K_;
+      ldw = (g.out.block == 1 ? g.out.step : 1) * K_;
+    } else {
+      Dtype* buf = (gpu ? w_buf_.mutable_gpu_data()
+                        : w_buf_.mutable_cpu_data()) + g.w_offset;
+      ops.gather(nout, g.out, g.in, w, K_, buf);
+      wg = buf;
+      ldw = nin;
+    }
+    if (g.out.all()) {
+      ops.gemm(false, true, M_, nout, nin, scale_, xg, ldx, wg, ldw,
+               Dtype(0), y, N_);
+    } else {
+      Dtype* yg = (gpu ? y_buf_.mutable_gpu_data()
+                       : y_buf_.mutable_cpu_data()) + g.y_offset;
+      ops.gemm(false, true, M_, nout, nin, scale_, xg, ldx, wg, ldw,
+               Dtype(0), yg, nout);
+      ops.scatter(M_, rows, g.out, yg, y, N_, false);
+    }
+  }
+  if (bias_term_) {
+    const Dtype* bias = gpu ? this->blobs_[1]->gpu_data()
+                            : this->blobs_[1]->cpu_data();
+    const bool row_output =
+        param_.pattern() == ApproxDropoutParameter_Pattern_ROW &&
+        param_.side() == ApproxDropoutParameter_Side_OUTPUT;
+    // RDP drops whole output neurons, bias included; the others keep it.
+    if (row_output) {
+      ops.add_bias(M_, groups_[0].out, scale_, bias, y, N_);
+    } else {
+      ops.add_bias(M_, BlockStride::All(N_), Dtype(1), bias, y, N_);
+    }
+  }
+}
+
+template <typename Dtype>
+void ApproxDropoutInnerProductLayer<Dtype>::BackwardWith(
+    const ApproxDropoutOps<Dtype>& ops, bool gpu,
+    const vector<Blob<Dtype>*>& top, const vector<bool>& propagate_down,
+    const vector<Blob<Dtype>*>& bottom) {
+  const Dtype* dy = gpu ? top[0]->gpu_diff() : top[0]->cpu_diff();
+  const Dtype* x = gpu ? bottom[0]->gpu_data() : bottom[0]->cpu_data();
+  const Dtype* w = gpu ? this->blobs_[0]->gpu_data()
+                       : this->blobs_[0]->cpu_data();
+  const BlockStride rows = BlockStride::All(M_);
+  const bool weight_grad = this->param_propagate_down_[0];
+  const bool bias_grad = bias_term_ && this->param_propagate_down_[1];
+  Dtype* dw = weight_grad ? (gpu ? this->blobs_[0]->mutable_gpu_diff()
+                                 : this->blobs_[0]->mutable_cpu_diff()) : NULL;
+  Dtype* dx = NULL;
+  if (propagate_down[0]) {
+    dx = gpu ? bottom[0]->mutable_gpu_diff() : bottom[0]->mutable_cpu_diff();
+    if (!in_covered_) ops.set_zero(M_ * K_, dx);
+  }
+  Dtype* x_buf = gpu ? x_buf_.mutable_gpu_data() : x_buf_.mutable_cpu_data();
+  Dtype* y_buf = gpu ? y_buf_.mutable_gpu_data() : y_buf_.mutable_cpu_data();
+  for (const Group& g : groups_) {
+    const int nout = g.out.size(), nin = g.in.size();
+    const Dtype* dyg = dy;
+    int lddy = N_;
+    if (!g.out.all()) {
+      ops.gather(M_, rows, g.out, dy, N_, y_buf + g.y_offset);
+      dyg = y_buf + g.y_offset;
+      lddy = nout;
+    }
+    // The compact x of this group, as gathered by the forward pass.
+    const Dtype* xg = g.in.all() ? x : x_buf + g.x_offset;
+    const int ldx = g.in.all() ? K_ : nin;
+    const Dtype* wg;
+    int ldw;
+    if (g.w_view) {
+      wg = w + g.out[0] * K_;
+      ldw = (g.out.block == 1 ? g.out.step : 1) * K_;
+    } else {
+      wg = (gpu ? w_buf_.gpu_data() : w_buf_.cpu_data()) + g.w_offset;
+      ldw = nin;
+    }
+    if (weight_grad) {
+      if (g.w_view) {
+        ops.gemm(true, false, nout, nin, M_, scale_, dyg, lddy, xg, ldx,
+                 Dtype(1), dw + g.out[0] * K_, ldw);
+      } else {
+        Dtype* dwg = (gpu ? dw_buf_.mutable_gpu_data()
+                          : dw_buf_.mutable_cpu_data()) + g.w_offset;
+        ops.gemm(true, false, nout, nin, M_, scale_, dyg, lddy, xg, ldx,
+                 Dtype(0), dwg, nin);
+        ops.scatter(nout, g.out, g.in, dwg, dw, K_, true);
+      }
+    }
+    if (bias_grad &&
+        param_.pattern() == ApproxDropoutParameter_Pattern_ROW &&
+        param_.side() == ApproxDropoutParameter_Side_OUTPUT) {
+      Dtype* db = gpu ? this->blobs_[1]->mutable_gpu_diff()
+                      : this->blobs_[1]->mutable_cpu_diff();
+      ops.add_column_sums(M_, nout, scale_, dyg, lddy, db + g.out[0],
+                          g.out.all() ? 1 : g.out.step);
+    }
+    if (dx) {
+      if (in_covered_) {
+        ops.gemm(false, false, M_, K_, nout, scale_, dyg, lddy, wg, ldw,
+                 Dtype(0), dx, K_);
+      } else {
+        // x_buf's share of this group has served the weight gradient.
+        Dtype* dxg = x_buf + g.x_offset;
+        ops.gemm(false, false, M_, nin, nout, scale_, dyg, lddy, wg, ldw,
+                 Dtype(0), dxg, nin);
+        ops.scatter(M_, rows, g.in, dxg, dx, K_, false);
+      }
+    }
+  }
+  if (bias_grad && !(param_.pattern() == ApproxDropoutParameter_Pattern_ROW &&
+                     param_.side() == ApproxDropoutParameter_Side_OUTPUT)) {
+    Dtype* db = gpu ? this->blobs_[1]->mutable_gpu_diff()
+                    : this->blobs_[1]->mutable_cpu_diff();
+    ops.add_column_sums(M_, N_, Dtype(1), dy, N_, db, 1);
+  }
+}
+
+template <typename Dtype>
+void ApproxDropoutInnerProductLayer<Dtype>::Forward_cpu(
+    const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
+  ForwardWith(CpuOps<Dtype>(), false, bottom, top);
+}
+
+template <typename Dtype>
+void ApproxDropoutInnerProductLayer<Dtype>::Backward_cpu(
+    const vector<Blob<Dtype>*>& top, const vector<bool>& propagate_down,
+    const vector<Blob<Dtype>*>& bottom) {
+  BackwardWith(CpuOps<Dtype>(), false, top, propagate_down, bottom);
+}
+
+#ifdef CPU_ONLY
+STUB_GPU(ApproxDropoutInnerProductLayer);
+#endif
+
+INSTANTIATE_CLASS(ApproxDropoutInnerProductLayer);
+REGISTER_LAYER_CLASS(ApproxDropoutInnerProduct);
+
+}  // namespace caffe

@@ -1,0 +1,418 @@
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+#include "caffe/blob.hpp"
+#include "caffe/common.hpp"
+#include "caffe/filler.hpp"
+#include "caffe/layers/approx_dropout_inner_product_layer.hpp"
+#include "caffe/layers/inner_product_layer.hpp"
+
+#include "caffe/test/test_caffe_main.hpp"
+#include "caffe/test/test_gradient_check_util.hpp"
+
+namespace caffe {
+
+enum Mode { ROW_OUTPUT, ROW_INPUT, TILE };
+
+// Plain loops over the formulas of the layer's documentation, with an
+// explicit mask: mask(j, k) = 1 iff weight (j, k) takes part this iteration.
+struct Reference {
+  int M, K, N, th, tw;
+  Mode mode;
+  int dp, b;
+  double s;
+  bool mask(int j, int k) const {
+    switch (mode) {
+      case ROW_OUTPUT: return j % dp == b;
+      case ROW_INPUT: return k % dp == b;
+      default: {
+        const int C = (K + tw - 1) / tw;
+        return ((j / th) * C + k / tw) % dp == b;
+      }
+    }
+  }
+  // multiplier of bias[j] in y[:, j]
+  double bias_gate(int j) const {
+    return mode == ROW_OUTPUT ? (j % dp == b ? s : 0) : 1;
+  }
+  template <typename Dtype>
+  void Forward(const Dtype* x, const Dtype* w, const Dtype* bias,
+               std::vector<double>* y) const {
+    y->assign(M * N, 0);
+    for (int m = 0; m < M; ++m) {
+      for (int j = 0; j < N; ++j) {
+        double acc = 0;
+        for (int k = 0; k < K; ++k) {
+          if (mask(j, k)) acc += x[m * K + k] * w[j * K + k];
+        }
+        (*y)[m * N + j] = s * acc + (bias ? bias_gate(j) * bias[j] : 0);
+      }
+    }
+  }
+  template <typename Dtype>
+  void Backward(const Dtype* x, const Dtype* w, const Dtype* dy,
+                std::vector<double>* dw, std::vector<double>* db,
+                std::vector<double>* dx) const {
+    dw->assign(N * K, 0);
+    db->assign(N, 0);
+    dx->assign(M * K, 0);
+    for (int m = 0; m < M; ++m) {
+      for (int j = 0; j < N; ++j) {
+        const double g = dy[m * N + j];
+        (*db)[j] += bias_gate(j) * g;
+        for (int k = 0; k < K; ++k) {
+          if (!mask(j, k)) continue;
+          (*dw)[j * K + k] += s * g * x[m * K + k];
+          (*dx)[m * K + k] += s * g * w[j * K + k];
+        }
+      }
+    }
+  }
+};
+
+template <typename TypeParam>
+class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
+  typedef typename TypeParam::Dtype Dtype;
+
+ protected:
+  ApproxDropoutInnerProductLayerTest()
+      : blob_bottom_(new Blob<Dtype>(3, 2, 3, 2)),  // M = 3, K = 12
+        blob_top_(new Blob<Dtype>()), blob_pattern_(new Blob<Dtype>()) {
+    FillerParameter filler_param;
+    filler_param.set_min(-1);
+    filler_param.set_max(1);
+    UniformFiller<Dtype> filler(filler_param);
+    filler.Fill(blob_bottom_);
+    blob_bottom_vec_.push_back(blob_bottom_);
+    blob_top_vec_.push_back(blob_top_);
+  }
+  virtual ~ApproxDropoutInnerProductLayerTest() {
+    delete blob_bottom_;
+    delete blob_top_;
+    delete blob_pattern_;
+  }
+
+  // num_output 13 and K = 12 with 4 x 5 tiles: neither is a multiple of the
+  // tile, so edge tiles are short in both directions.
+  LayerParameter Param(Mode mode, bool bias, float ratio = 0.5) {
+    LayerParameter p;
+    p.set_name("fc");
+    p.set_type("ApproxDropoutInnerProduct");
+    InnerProductParameter* ip = p.mutable_inner_product_param();
+    ip->set_num_output(13);
+    ip->set_bias_term(bias);
+    ip->mutable_weight_filler()->set_type("uniform");
+    ip->mutable_weight_filler()->set_min(-1);
+    ip->mutable_weight_filler()->set_max(1);
+    ip->mutable_bias_filler()->set_type("uniform");
+    ip->mutable_bias_filler()->set_min(1);
+    ip->mutable_bias_filler()->set_max(2);
+    ApproxDropoutParameter* ad = p.mutable_approx_dropout_param();
+    ad->set_dropout_ratio(ratio);
+    ad->set_pattern(mode == TILE ? ApproxDropoutParameter_Pattern_TILE
+                                 : ApproxDropoutParameter_Pattern_ROW);
+    ad->set_side(mode == ROW_INPUT ? ApproxDropoutParameter_Side_INPUT
+                                   : ApproxDropoutParameter_Side_OUTPUT);
+    ad->set_tile_height(4);
+    ad->set_tile_width(5);
+    return p;
+  }
+
+  Reference Ref(Mode mode, int dp, int b, double scale) {
+    Reference r = {3, 12, 13, 4, 5, mode, dp, b, scale};
+    return r;
+  }
+
+  // Forward and backward for a fixed pattern against the reference.
+  void CheckFixedPattern(Mode mode, bool bias, int dp, int b) {
+    LayerParameter p = Param(mode, bias, 0.5);
+    p.set_phase(TRAIN);
+    ApproxDropoutInnerProductLayer<Dtype> layer(p);
+    layer.SetUp(blob_bottom_vec_, blob_top_vec_);
+    layer.FixPattern(dp, b);
+    layer.Forward(blob_bottom_vec_, blob_top_vec_);
+    const Reference ref = Ref(mode, dp, b, 2.0);
+    const Dtype* bias_data = bias ? layer.blobs()[1]->cpu_data() : NULL;
+    std::vector<double> y;
+    ref.Forward(blob_bottom_->cpu_data(), layer.blobs()[0]->cpu_data(),
+                bias_data, &y);
+    const Dtype tol = sizeof(Dtype) == 4 ? 1e-4 : 1e-10;
+    ASSERT_EQ(blob_top_->count(), 3 * 13);
+    for (int i = 0; i < blob_top_->count(); ++i) {
+      EXPECT_NEAR(blob_top_->cpu_data()[i], y[i], tol) << "y[" << i << "]";
+    }
+    // backward with a random top diff, accumulating onto non-zero diffs
+    FillerParameter filler_param;
+    GaussianFiller<Dtype> filler(filler_param);
+    filler.Fill(blob_top_);
+    caffe_copy(blob_top_->count(), blob_top_->cpu_data(),
+               blob_top_->mutable_cpu_diff());
+    for (int i = 0; i < layer.blobs().size(); ++i) {
+      caffe_set(layer.blobs()[i]->count(), Dtype(0.25),
+                layer.blobs()[i]->mutable_cpu_diff());
+    }
+    layer.Backward(blob_top_vec_, vector<bool>(1, true), blob_bottom_vec_);
+    std::vector<double> dw, db, dx;
+    ref.Backward(blob_bottom_->cpu_data(), layer.blobs()[0]->cpu_data(),
+                 blob_top_->cpu_diff(), &dw, &db, &dx);
+    for (int i = 0; i < 13 * 12; ++i) {
+      EXPECT_NEAR(layer.blobs()[0]->cpu_diff()[i], 0.25 + dw[i], tol)
+          << "dW[" << i << "]";
+    }
+    if (bias) {
+      for (int j = 0; j < 13; ++j) {
+        EXPECT_NEAR(layer.blobs()[1]->cpu_diff()[j], 0.25 + db[j], tol)
+            << "db[" << j << "]";
+      }
+    }
+    for (int i = 0; i < 3 * 12; ++i) {
+      EXPECT_NEAR(blob_bottom_->cpu_diff()[i], dx[i], tol) << "dx[" << i << "]";
+    }
+  }
+
+  void CheckGradient(Mode mode, bool bias, int dp, int b) {
+    LayerParameter p = Param(mode, bias);
+    p.set_phase(TRAIN);
+    ApproxDropoutInnerProductLayer<Dtype> layer(p);
+    layer.SetUp(blob_bottom_vec_, blob_top_vec_);
+    layer.FixPattern(dp, b);
+    GradientChecker<Dtype> checker(1e-2, 1e-3);
+    checker.CheckGradientExhaustive(&layer, blob_bottom_vec_, blob_top_vec_);
+  }
+
+  // Over many TRAIN iterations: each output neuron (ROW) or tile (TILE) is
+  // dropped with frequency within 3 sigma of p, the sampled dp follow the
+  // distribution (chi-squared), and every output matches the reference for
+  // the pattern the second top reports.
+  void CheckStatistics(Mode mode) {
+    Caffe::set_random_seed(1234);
+    LayerParameter p = Param(mode, false, 0.61);
+    const double k[] = {0.1, 0.2, 0.3, 0.2, 0.2};  // rate 0.61
+    for (double v : k) p.mutable_approx_dropout_param()->add_pattern_distribution(v);
+    p.set_phase(TRAIN);
+    vector<Blob<Dtype>*> tops(blob_top_vec_);
+    tops.push_back(blob_pattern_);
+    ApproxDropoutInnerProductLayer<Dtype> layer(p);
+    layer.SetUp(blob_bottom_vec_, tops);
+    const double rate = PatternDropoutRate(std::vector<double>(k, k + 5));
+    const double s = 1.0 / (1.0 - 0.61);
+    const int trials = 10000, units = mode == TILE ? 4 * 3 : 13;
+    std::vector<int> dropped(units, 0), dp_count(5, 0);
+    for (int t = 0; t < trials; ++t) {
+      layer.Forward(blob_bottom_vec_, tops);
+      const int dp = static_cast<int>(blob_pattern_->cpu_data()[0]);
+      const int b = static_cast<int>(blob_pattern_->cpu_data()[1]);
+      ASSERT_GE(dp, 1);
+      ASSERT_LE(dp, 5);
+      ASSERT_EQ(dp, layer.pattern().dp);
+      ASSERT_EQ(b, layer.pattern().b);
+      ++dp_count[dp - 1];
+      for (int u = 0; u < units; ++u) dropped[u] += (u % dp != b);
+      if (t % 500 == 0) {  // the output really follows the reported pattern
+        std::vector<double> y;
+        Ref(mode, dp, b, s).Forward(blob_bottom_->cpu_data(),
+            layer.blobs()[0]->cpu_data(), static_cast<const Dtype*>(NULL), &y);
+        for (int i = 0; i < blob_top_->count(); ++i) {
+          ASSERT_NEAR(blob_top_->cpu_data()[i], y[i], 1e-3) << t << " " << i;
+        }
+      }
+    }
+    const double sigma = std::sqrt(rate * (1 - rate) / trials);
+    for (int u = 0; u < units; ++u) {
+      EXPECT_NEAR(dropped[u] / static_cast<double>(trials), rate, 3 * sigma)
+          << "unit " << u;
+    }
+    double stat = 0;
+    for (int i = 0; i < 5; ++i) {
+      stat += std::pow(dp_count[i] - k[i] * trials, 2) / (k[i] * trials);
+    }
+    EXPECT_LT(stat, 18.47) << "chi-squared, 4 degrees of freedom, p = 0.001";
+  }
+
+  Blob<Dtype>* const blob_bottom_;
+  Blob<Dtype>* const blob_top_;
+  Blob<Dtype>* const blob_pattern_;
+  vector<Blob<Dtype>*> blob_bottom_vec_;
+  vector<Blob<Dtype>*> blob_top_vec_;
+};
+
+TYPED_TEST_CASE(ApproxDropoutInnerProductLayerTest, TestDtypesAndDevices);
+
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestSetUp) {
+  typedef typename TypeParam::Dtype Dtype;
+  ApproxDropoutInnerProductLayer<Dtype> layer(this->Param(TILE, true));
+  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  EXPECT_EQ(this->blob_top_->num(), 3);
+  EXPECT_EQ(this->blob_top_->channels(), 13);
+  ASSERT_EQ(layer.blobs().size(), 2);
+  EXPECT_EQ(layer.blobs()[0]->shape(0), 13);
+  EXPECT_EQ(layer.blobs()[0]->shape(1), 12);
+  EXPECT_EQ(layer.blobs()[1]->count(), 13);
+}
+
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestRowOutputMatchesMask) {
+  this->CheckFixedPattern(ROW_OUTPUT, true, 3, 1);
+  this->CheckFixedPattern(ROW_OUTPUT, false, 4, 3);
+  this->CheckFixedPattern(ROW_OUTPUT, true, 1, 0);
+  this->CheckFixedPattern(ROW_OUTPUT, true, 13, 12);
+}
+
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestRowInputMatchesMask) {
+  this->CheckFixedPattern(ROW_INPUT, true, 3, 2);
+  this->CheckFixedPattern(ROW_INPUT, false, 5, 0);
+  this->CheckFixedPattern(ROW_INPUT, true, 12, 11);
+}
+
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestTileMatchesMask) {
+  // 4 x 3 tiles; dp 2 and 4 divide the 3 tile columns unevenly, dp 3 evenly
+  for (int dp = 1; dp <= 12; ++dp) {
+    for (int b = 0; b < dp; b += std::max(1, dp / 3)) {
+      this->CheckFixedPattern(TILE, dp % 2 == 0, dp, b);
+    }
+  }
+}
+
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestGradientRowOutput) {
+  this->CheckGradient(ROW_OUTPUT, true, 3, 1);
+  this->CheckGradient(ROW_OUTPUT, false, 2, 0);
+}
+
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestGradientRowInput) {
+  this->CheckGradient(ROW_INPUT, true, 3, 0);
+  this->CheckGradient(ROW_INPUT, false, 2, 1);
+}
+
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestGradientTile) {
+  this->CheckGradient(TILE, true, 2, 1);
+  this->CheckGradient(TILE, false, 5, 3);
+}
+
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestPhaseEqualsInnerProduct) {
+  typedef typename TypeParam::Dtype Dtype;
+  const Mode modes[] = {ROW_OUTPUT, ROW_INPUT, TILE};
+  for (Mode mode : modes) {
+    LayerParameter p = this->Param(mode, true, 0.7);
+    p.set_phase(TEST);
+    ApproxDropoutInnerProductLayer<Dtype> approx(p);
+    approx.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+    approx.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+    LayerParameter ip_param;
+    ip_param.set_phase(TEST);
+    *ip_param.mutable_inner_product_param() = p.inner_product_param();
+    InnerProductLayer<Dtype> ip(ip_param);
+    Blob<Dtype> ip_top;
+    vector<Blob<Dtype>*> ip_tops(1, &ip_top);
+    ip.SetUp(this->blob_bottom_vec_, ip_tops);
+    ip.blobs()[0]->CopyFrom(*approx.blobs()[0]);
+    ip.blobs()[1]->CopyFrom(*approx.blobs()[1]);
+    ip.Forward(this->blob_bottom_vec_, ip_tops);
+    for (int i = 0; i < ip_top.count(); ++i) {
+      EXPECT_NEAR(this->blob_top_->cpu_data()[i], ip_top.cpu_data()[i], 1e-5);
+    }
+  }
+}
+
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestStatisticsRow) {
+  this->CheckStatistics(ROW_OUTPUT);
+}
+
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestStatisticsTile) {
+  this->CheckStatistics(TILE);
+}
+
+// Bad parameters fail at setup, with messages naming layer and parameter.
+template <typename Dtype>
+void ExpectSetupDeath(const LayerParameter& p, const std::string& message) {
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  Blob<Dtype> bottom(3, 12, 1, 1), top;
+  vector<Blob<Dtype>*> bottoms(1, &bottom), tops(1, &top);
+  ApproxDropoutInnerProductLayer<Dtype> layer(p);
+  EXPECT_DEATH(layer.SetUp(bottoms, tops), message);
+}
+
+class ApproxDropoutInnerProductDeathTest : public ::testing::Test {
+ protected:
+  LayerParameter Base() {
+    LayerParameter p;
+    p.set_name("fc2");
+    p.mutable_inner_product_param()->set_num_output(16);
+    p.mutable_approx_dropout_param()->set_dropout_ratio(0.5);
+    return p;
+  }
+};
+
+TEST_F(ApproxDropoutInnerProductDeathTest, RateOne) {
+  LayerParameter p = Base();
+  p.mutable_approx_dropout_param()->set_dropout_ratio(1);
+  ExpectSetupDeath<float>(p, "Layer fc2: approx_dropout_param.dropout_ratio "
+                             "must be in \\[0, 1\\), got 1");
+}
+
+TEST_F(ApproxDropoutInnerProductDeathTest, NegativeDistribution) {
+  LayerParameter p = Base();
+  p.mutable_approx_dropout_param()->add_pattern_distribution(1.5);
+  p.mutable_approx_dropout_param()->add_pattern_distribution(-0.5);
+  ExpectSetupDeath<float>(p, "Layer fc2: approx_dropout_param.pattern_"
+                             "distribution\\[1\\] \\(P\\(dp = 2\\)\\) is negative");
+}
+
+TEST_F(ApproxDropoutInnerProductDeathTest, NotNormalised) {
+  LayerParameter p = Base();
+  p.mutable_approx_dropout_param()->add_pattern_distribution(0.5);
+  p.mutable_approx_dropout_param()->add_pattern_distribution(0.4);
+  ExpectSetupDeath<float>(p, "pattern_distribution sums to 0.9, not 1");
+}
+
+TEST_F(ApproxDropoutInnerProductDeathTest, RateMismatch) {
+  LayerParameter p = Base();
+  p.mutable_approx_dropout_param()->add_pattern_distribution(0.5);
+  p.mutable_approx_dropout_param()->add_pattern_distribution(0.0);
+  p.mutable_approx_dropout_param()->add_pattern_distribution(0.5);
+  ExpectSetupDeath<float>(p, "drops units with probability 0.333333, but "
+                             "dropout_ratio is 0.5");
+}
+
+TEST_F(ApproxDropoutInnerProductDeathTest, TileLargerThanMatrix) {
+  LayerParameter p = Base();
+  p.mutable_approx_dropout_param()->set_pattern(
+      ApproxDropoutParameter_Pattern_TILE);
+  ExpectSetupDeath<float>(p, "Layer fc2: approx_dropout_param.tile_height "
+                             "\\(32\\) is larger than the weight matrix's "
+                             "num_output \\(16\\)");
+  p.mutable_approx_dropout_param()->set_tile_height(4);
+  ExpectSetupDeath<float>(p, "tile_width \\(32\\) is larger than the weight "
+                             "matrix's input size K \\(12\\)");
+}
+
+TEST_F(ApproxDropoutInnerProductDeathTest, TileOnInputSide) {
+  LayerParameter p = Base();
+  p.mutable_approx_dropout_param()->set_pattern(
+      ApproxDropoutParameter_Pattern_TILE);
+  p.mutable_approx_dropout_param()->set_side(
+      ApproxDropoutParameter_Side_INPUT);
+  ExpectSetupDeath<float>(p, "side: INPUT applies to pattern: ROW only");
+}
+
+TEST_F(ApproxDropoutInnerProductDeathTest, Transpose) {
+  LayerParameter p = Base();
+  p.mutable_inner_product_param()->set_transpose(true);
+  ExpectSetupDeath<float>(p, "inner_product_param.transpose: true is not "
+                             "supported by ApproxDropoutInnerProduct");
+}
+
+TEST_F(ApproxDropoutInnerProductDeathTest, DpBeyondUnits) {
+  LayerParameter p = Base();  // ROW/OUTPUT over 16 outputs
+  for (int i = 0; i < 16; ++i) {
+    p.mutable_approx_dropout_param()->add_pattern_distribution(0);
+  }
+  p.mutable_approx_dropout_param()->add_pattern_distribution(1);  // dp = 17
+  p.mutable_approx_dropout_param()->set_dropout_ratio(16.0 / 17);
+  ExpectSetupDeath<float>(p, "gives dp = 17 probability 1, but the pattern "
+                             "acts on only 16 units");
+}
+
+}  // namespace caffe
