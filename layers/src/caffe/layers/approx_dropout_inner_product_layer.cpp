@@ -1,5 +1,5 @@
 #include <algorithm>
-#include <cstring>
+#include <thread>  // NOLINT(build/c++11)
 #include <vector>
 
 #include "caffe/filler.hpp"
@@ -10,10 +10,17 @@ namespace caffe {
 
 namespace {
 
-// Calls f(index_start, length, compact_offset) for each block of the set.
+// Calls f(index_start, length, compact_offset) for each block of the set;
+// single-index blocks (ROW patterns) take a plain strided loop instead.
 template <typename F>
 inline void ForEachBlock(const BlockStride& s, F f) {
   const int blocks = s.num_blocks();
+  if (s.block == 1) {
+    for (int j = 0, index = s.first; j < blocks; ++j, index += s.step) {
+      f(index, 1, j);
+    }
+    return;
+  }
   for (int j = 0, offset = 0; j < blocks; ++j) {
     const int start = (s.first + j * s.step) * s.block;
     const int len = std::min(s.block, s.dim - start);
@@ -34,6 +41,28 @@ inline void cblas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n,
     double beta, double* c, int ldc) {
   cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c,
               ldc);
+}
+
+// Runs f(begin, end) over rows [0, rows), split across the cores when the
+// copy is large. Gathers and scatters move up to N K / dp values; run on one
+// core they leave OpenBLAS's other threads idle. (std::thread, not OpenMP:
+// OpenMP's spinning workers slow OpenBLAS's threads down on small machines.)
+template <typename F>
+void ParallelRows(int rows, int64_t work, F f) {
+  const int cores = std::max(1u, std::thread::hardware_concurrency());
+  const int threads = work < (1 << 18) ? 1 : std::min(cores, rows);
+  if (threads <= 1) {
+    f(0, rows);
+    return;
+  }
+  const int chunk = (rows + threads - 1) / threads;
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) {
+    pool.emplace_back(f, std::min(rows, t * chunk),
+                      std::min(rows, (t + 1) * chunk));
+  }
+  f(0, std::min(rows, chunk));
+  for (std::thread& thread : pool) thread.join();
 }
 
 template <typename Dtype>
@@ -57,29 +86,33 @@ class CpuOps : public ApproxDropoutOps<Dtype> {
   virtual void gather(int rows, const BlockStride& row_map,
       const BlockStride& cols, const Dtype* src, int ld, Dtype* dst) const {
     const int nc = cols.size();
-    for (int r = 0; r < rows; ++r) {
-      const Dtype* s = src + row_map[r] * ld;
-      Dtype* d = dst + r * nc;
-      ForEachBlock(cols, [&](int start, int len, int offset) {
-        std::memcpy(d + offset, s + start, len * sizeof(Dtype));
-      });
-    }
+    ParallelRows(rows, int64_t(rows) * nc, [&](int begin, int end) {
+      for (int r = begin; r < end; ++r) {
+        const Dtype* s = src + row_map[r] * ld;
+        Dtype* d = dst + r * nc;
+        ForEachBlock(cols, [&](int start, int len, int offset) {
+          for (int i = 0; i < len; ++i) d[offset + i] = s[start + i];
+        });
+      }
+    });
   }
   virtual void scatter(int rows, const BlockStride& row_map,
       const BlockStride& cols, const Dtype* src, Dtype* dst, int ld,
       bool accumulate) const {
     const int nc = cols.size();
-    for (int r = 0; r < rows; ++r) {
-      const Dtype* s = src + r * nc;
-      Dtype* d = dst + row_map[r] * ld;
-      ForEachBlock(cols, [&](int start, int len, int offset) {
-        if (accumulate) {
-          for (int i = 0; i < len; ++i) d[start + i] += s[offset + i];
-        } else {
-          std::memcpy(d + start, s + offset, len * sizeof(Dtype));
-        }
-      });
-    }
+    ParallelRows(rows, int64_t(rows) * nc, [&](int begin, int end) {
+      for (int r = begin; r < end; ++r) {
+        const Dtype* s = src + r * nc;
+        Dtype* d = dst + row_map[r] * ld;
+        ForEachBlock(cols, [&](int start, int len, int offset) {
+          if (accumulate) {
+            for (int i = 0; i < len; ++i) d[start + i] += s[offset + i];
+          } else {
+            for (int i = 0; i < len; ++i) d[start + i] = s[offset + i];
+          }
+        });
+      }
+    });
   }
   virtual void add_bias(int rows, const BlockStride& cols, Dtype alpha,
       const Dtype* bias, Dtype* dst, int ld) const {
@@ -148,6 +181,16 @@ void ApproxDropoutInnerProductLayer<Dtype>::LayerSetUp(
     }
   }
   this->param_propagate_down_.resize(this->blobs_.size(), true);
+  // A pattern writes only the kept part of the weight gradient. Pages of a
+  // never-written diff stay unmapped until first touched, so without this the
+  // first iterations pay page faults that a dense layer pays once (and that
+  // `caffe time`, which never clears diffs, would count).
+  if (Caffe::mode() == Caffe::CPU) {
+    for (int i = 0; i < this->blobs_.size(); ++i) {
+      caffe_set(this->blobs_[i]->count(), Dtype(0),
+                this->blobs_[i]->mutable_cpu_diff());
+    }
+  }
 }
 
 template <typename Dtype>

@@ -81,12 +81,9 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
  protected:
   ApproxDropoutInnerProductLayerTest()
       : blob_bottom_(new Blob<Dtype>(3, 2, 3, 2)),  // M = 3, K = 12
-        blob_top_(new Blob<Dtype>()), blob_pattern_(new Blob<Dtype>()) {
-    FillerParameter filler_param;
-    filler_param.set_min(-1);
-    filler_param.set_max(1);
-    UniformFiller<Dtype> filler(filler_param);
-    filler.Fill(blob_bottom_);
+        blob_top_(new Blob<Dtype>()), blob_pattern_(new Blob<Dtype>()),
+        num_output_(13) {
+    FillBottom();
     blob_bottom_vec_.push_back(blob_bottom_);
     blob_top_vec_.push_back(blob_top_);
   }
@@ -96,6 +93,22 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
     delete blob_pattern_;
   }
 
+  void FillBottom() {
+    FillerParameter filler_param;
+    filler_param.set_min(-1);
+    filler_param.set_max(1);
+    UniformFiller<Dtype> filler(filler_param);
+    filler.Fill(blob_bottom_);
+  }
+
+  // A 1030 x 1025 layer: its copies are large enough to run on several
+  // threads (the small shapes stay on one).
+  void UseLargeShapes() {
+    blob_bottom_->Reshape(2, 1025, 1, 1);
+    FillBottom();
+    num_output_ = 1030;
+  }
+
   // num_output 13 and K = 12 with 4 x 5 tiles: neither is a multiple of the
   // tile, so edge tiles are short in both directions.
   LayerParameter Param(Mode mode, bool bias, float ratio = 0.5) {
@@ -103,7 +116,7 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
     p.set_name("fc");
     p.set_type("ApproxDropoutInnerProduct");
     InnerProductParameter* ip = p.mutable_inner_product_param();
-    ip->set_num_output(13);
+    ip->set_num_output(num_output_);
     ip->set_bias_term(bias);
     ip->mutable_weight_filler()->set_type("uniform");
     ip->mutable_weight_filler()->set_min(-1);
@@ -123,7 +136,8 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
   }
 
   Reference Ref(Mode mode, int dp, int b, double scale) {
-    Reference r = {3, 12, 13, 4, 5, mode, dp, b, scale};
+    const int M = blob_bottom_->num(), K = blob_bottom_->count(1);
+    Reference r = {M, K, num_output_, 4, 5, mode, dp, b, scale};
     return r;
   }
 
@@ -140,8 +154,8 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
     std::vector<double> y;
     ref.Forward(blob_bottom_->cpu_data(), layer.blobs()[0]->cpu_data(),
                 bias_data, &y);
-    const Dtype tol = sizeof(Dtype) == 4 ? 1e-4 : 1e-10;
-    ASSERT_EQ(blob_top_->count(), 3 * 13);
+    const Dtype tol = sizeof(Dtype) == 4 ? 2e-4 : 1e-10;
+    ASSERT_EQ(blob_top_->count(), ref.M * ref.N);
     for (int i = 0; i < blob_top_->count(); ++i) {
       EXPECT_NEAR(blob_top_->cpu_data()[i], y[i], tol) << "y[" << i << "]";
     }
@@ -159,17 +173,17 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
     std::vector<double> dw, db, dx;
     ref.Backward(blob_bottom_->cpu_data(), layer.blobs()[0]->cpu_data(),
                  blob_top_->cpu_diff(), &dw, &db, &dx);
-    for (int i = 0; i < 13 * 12; ++i) {
+    for (int i = 0; i < ref.N * ref.K; ++i) {
       EXPECT_NEAR(layer.blobs()[0]->cpu_diff()[i], 0.25 + dw[i], tol)
           << "dW[" << i << "]";
     }
     if (bias) {
-      for (int j = 0; j < 13; ++j) {
+      for (int j = 0; j < ref.N; ++j) {
         EXPECT_NEAR(layer.blobs()[1]->cpu_diff()[j], 0.25 + db[j], tol)
             << "db[" << j << "]";
       }
     }
-    for (int i = 0; i < 3 * 12; ++i) {
+    for (int i = 0; i < ref.M * ref.K; ++i) {
       EXPECT_NEAR(blob_bottom_->cpu_diff()[i], dx[i], tol) << "dx[" << i << "]";
     }
   }
@@ -236,6 +250,7 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
   Blob<Dtype>* const blob_bottom_;
   Blob<Dtype>* const blob_top_;
   Blob<Dtype>* const blob_pattern_;
+  int num_output_;
   vector<Blob<Dtype>*> blob_bottom_vec_;
   vector<Blob<Dtype>*> blob_top_vec_;
 };
@@ -274,6 +289,14 @@ TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestTileMatchesMask) {
       this->CheckFixedPattern(TILE, dp % 2 == 0, dp, b);
     }
   }
+}
+
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestLargeMatchesMask) {
+  this->UseLargeShapes();
+  this->CheckFixedPattern(ROW_INPUT, true, 2, 1);
+  this->CheckFixedPattern(TILE, true, 2, 0);
+  this->CheckFixedPattern(TILE, false, 3, 2);
+  this->CheckFixedPattern(ROW_OUTPUT, true, 2, 1);
 }
 
 TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestGradientRowOutput) {

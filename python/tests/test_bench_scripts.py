@@ -1,0 +1,41 @@
+"""The benchmark scripts run end to end on tiny sizes and write their results
+(speed itself is measured by running them, never asserted in tests)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / script), *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_bench_layers_tiny(tmp_path):
+    proc = run("bench_layers.py", "--sizes", "64", "--rates", "0.5", "--repeats", "1",
+               "--batch", "8", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "bench_layers.json").read_text())
+    (row,) = result["rows"]
+    assert (row["size"], row["rate"]) == (64, 0.5)
+    assert set(row["ratio"]) == {"row_output", "row_input", "tile"}
+    assert all(v > 0 for v in row["median_s"].values())
+    assert (tmp_path / "bench_layers.png").stat().st_size > 0
+
+
+def test_bench_mlp_tiny(tmp_path):
+    proc = run("bench_mlp.py", "--hidden", "64", "--rate", "0.5", "--repeats", "1",
+               "--iterations", "1", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "784-64-64-10" in proc.stdout
+    result = json.loads((tmp_path / "bench_mlp.json").read_text())
+    assert set(result["rows"][0]["ratio"]) == {"rdp", "tdp"}
+
+
+def test_bench_rejects_bad_rate(tmp_path):
+    proc = run("bench_layers.py", "--rates", "1.0", "--out", str(tmp_path))
+    assert proc.returncode == 2
+    assert "every rate in [0, 1)" in proc.stderr
