@@ -14,9 +14,7 @@ InnerProduct -> Dropout. Writes a JSON file and a matplotlib plot.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -26,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "python"))
 
-from approx_dropout import caffe_env, nets  # noqa: E402
+from approx_dropout import bench_results, caffe_env, nets  # noqa: E402
 
 VARIANTS = {  # approx variant -> its stock counterpart
     "row_output": "stock_output",
@@ -63,9 +61,11 @@ def bench(caffe, size: int, rate: float, repeats: int, batch: int) -> dict[str, 
         net.blobs["fc"].diff[...] = rng.normal(0, 1, net.blobs["fc"].diff.shape)
         seconds_per_iteration(net, 1)  # warm-up: buffers, BLAS threads
         net_of[name] = net
-    # about 0.3 s of work per measurement, at least 2 iterations
+    # About 1 s of work and at least 8 iterations per measurement: each
+    # iteration samples a new pattern, and the measurement must average over
+    # the distribution of dp, not catch a few lucky or unlucky draws.
     probe = seconds_per_iteration(net_of["stock_output"], 1)
-    iterations = max(2, int(0.3 / max(probe, 1e-6)))
+    iterations = max(8, int(1.0 / max(probe, 1e-6)))
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)]
@@ -105,14 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{med['row_input'] * 1e3:>10.2f} {ratio['row_input']:>6.2f} "
                   f"{med['tile'] * 1e3:>8.2f} {ratio['tile']:>6.2f} "
                   f"{1 / (1 - rate):>6.2f}", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    result = {"command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-              "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
-                         f"{os.cpu_count()} cores, {'GPU %d' % args.gpu if args.gpu is not None else 'CPU'}",
-              "batch": args.batch, "repeats": args.repeats, "rows": rows}
-    (args.out / "bench_layers.json").write_text(json.dumps(result, indent=1))
-    plot(rows, args.out / "bench_layers.png")
-    print(f"wrote {args.out / 'bench_layers.json'} and {args.out / 'bench_layers.png'}")
+    bench_results.save(args.out, "bench_layers",
+                       {"batch": args.batch, "repeats": args.repeats, "rows": rows},
+                       args.gpu, lambda path: plot(rows, path))
     return 0
 
 

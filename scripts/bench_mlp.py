@@ -12,9 +12,6 @@ stock / approx. Writes JSON and a plot.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -23,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "python"))
 
-from approx_dropout import caffe_time, nets  # noqa: E402
+from approx_dropout import bench_results, caffe_time, nets  # noqa: E402
 
 
 def time_flavours(hidden: int, rate: float, repeats: int, iterations: int,
@@ -47,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, nargs="+", default=[2048, 4096])
     parser.add_argument("--rate", type=float, default=0.7)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--iterations", type=int, default=5,
+    parser.add_argument("--iterations", type=int, default=10,
                         help="iterations per `caffe time` run")
     parser.add_argument("--gpu", type=int, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench")
@@ -66,14 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{f'784-{hidden}-{hidden}-10':>16} {args.rate:>4.1f} {med['stock']:>9.2f} "
               f"{med['rdp']:>8.2f} {row['ratio']['rdp']:>6.2f} {med['tdp']:>8.2f} "
               f"{row['ratio']['tdp']:>6.2f}", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    result = {"command": " ".join(["scripts/bench_mlp.py", *(argv if argv is not None else sys.argv[1:])]),
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                         f"{'GPU %d' % args.gpu if args.gpu is not None else 'CPU'}",
-              "repeats": args.repeats, "iterations": args.iterations, "rows": rows}
-    (args.out / "bench_mlp.json").write_text(json.dumps(result, indent=1))
-    plot(rows, args.out / "bench_mlp.png")
-    print(f"wrote {args.out / 'bench_mlp.json'} and {args.out / 'bench_mlp.png'}")
+    bench_results.save(args.out, "bench_mlp",
+                       {"repeats": args.repeats, "iterations": args.iterations, "rows": rows},
+                       args.gpu, lambda path: plot(rows, path))
     return 0
 
 

@@ -94,6 +94,7 @@ class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
     BlockStride out, in;
     int x_offset, w_offset, y_offset;  // into the compact buffers
     bool w_view;  // W[out, in] is read in place with a leading dimension
+    int ldw;      // W[out, in]'s leading dimension, in place or compact
   };
   void PlanIteration(const DropoutPattern& pattern);
   void ForwardWith(const ApproxDropoutOps<Dtype>& ops, bool gpu,

@@ -275,6 +275,8 @@ void ApproxDropoutInnerProductLayer<Dtype>::PlanIteration(
   for (Group& g : groups_) {
     const int nout = g.out.size(), nin = g.in.size();
     g.w_view = g.in.all() && (g.out.block == 1 || g.out.step == 1);
+    // In place, rows out[0], out[0] + step, ... of W; else a dense buffer.
+    g.ldw = g.w_view ? (g.out.block == 1 ? g.out.step : 1) * K_ : nin;
     g.x_offset = x_off;
     g.w_offset = w_off;
     g.y_offset = y_off;
@@ -321,25 +323,20 @@ void ApproxDropoutInnerProductLayer<Dtype>::ForwardWith(
       xg = buf;
       ldx = nin;
     }
-    const Dtype* wg;
-    int ldw;
-    if (g.w_view) {
-      wg = w + g.out[0] * K_;
-      ldw = (g.out.block == 1 ? g.out.step : 1) * K_;
-    } else {
+    const Dtype* wg = w + g.out[0] * K_;
+    if (!g.w_view) {
       Dtype* buf = (gpu ? w_buf_.mutable_gpu_data()
                         : w_buf_.mutable_cpu_data()) + g.w_offset;
       ops.gather(nout, g.out, g.in, w, K_, buf);
       wg = buf;
-      ldw = nin;
     }
     if (g.out.all()) {
-      ops.gemm(false, true, M_, nout, nin, scale_, xg, ldx, wg, ldw,
+      ops.gemm(false, true, M_, nout, nin, scale_, xg, ldx, wg, g.ldw,
                Dtype(0), y, N_);
     } else {
       Dtype* yg = (gpu ? y_buf_.mutable_gpu_data()
                        : y_buf_.mutable_cpu_data()) + g.y_offset;
-      ops.gemm(false, true, M_, nout, nin, scale_, xg, ldx, wg, ldw,
+      ops.gemm(false, true, M_, nout, nin, scale_, xg, ldx, wg, g.ldw,
                Dtype(0), yg, nout);
       ops.scatter(M_, rows, g.out, yg, y, N_, false);
     }
@@ -392,19 +389,13 @@ void ApproxDropoutInnerProductLayer<Dtype>::BackwardWith(
     // The compact x of this group, as gathered by the forward pass.
     const Dtype* xg = g.in.all() ? x : x_buf + g.x_offset;
     const int ldx = g.in.all() ? K_ : nin;
-    const Dtype* wg;
-    int ldw;
-    if (g.w_view) {
-      wg = w + g.out[0] * K_;
-      ldw = (g.out.block == 1 ? g.out.step : 1) * K_;
-    } else {
-      wg = (gpu ? w_buf_.gpu_data() : w_buf_.cpu_data()) + g.w_offset;
-      ldw = nin;
-    }
+    // W[out, in], in place or as gathered by the forward pass.
+    const Dtype* wg = g.w_view ? w + g.out[0] * K_
+        : (gpu ? w_buf_.gpu_data() : w_buf_.cpu_data()) + g.w_offset;
     if (weight_grad) {
       if (g.w_view) {
         ops.gemm(true, false, nout, nin, M_, scale_, dyg, lddy, xg, ldx,
-                 Dtype(1), dw + g.out[0] * K_, ldw);
+                 Dtype(1), dw + g.out[0] * K_, g.ldw);
       } else {
         Dtype* dwg = (gpu ? dw_buf_.mutable_gpu_data()
                           : dw_buf_.mutable_cpu_data()) + g.w_offset;
@@ -423,12 +414,12 @@ void ApproxDropoutInnerProductLayer<Dtype>::BackwardWith(
     }
     if (dx) {
       if (in_covered_) {
-        ops.gemm(false, false, M_, K_, nout, scale_, dyg, lddy, wg, ldw,
+        ops.gemm(false, false, M_, K_, nout, scale_, dyg, lddy, wg, g.ldw,
                  Dtype(0), dx, K_);
       } else {
         // x_buf's share of this group has served the weight gradient.
         Dtype* dxg = x_buf + g.x_offset;
-        ops.gemm(false, false, M_, nin, nout, scale_, dyg, lddy, wg, ldw,
+        ops.gemm(false, false, M_, nin, nout, scale_, dyg, lddy, wg, g.ldw,
                  Dtype(0), dxg, nin);
         ops.scatter(M_, rows, g.in, dxg, dx, K_, false);
       }

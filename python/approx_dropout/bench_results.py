@@ -1,0 +1,33 @@
+"""How the benchmark scripts record what they measured, and where."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+
+def describe_machine(gpu: int | None = None) -> str:
+    """One line naming the processor (or GPU id) a benchmark ran on."""
+    model = platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    device = f"GPU {gpu}" if gpu is not None else "CPU mode"
+    return f"{model}, {os.cpu_count()} cores, {device}"
+
+
+def save(out: Path, stem: str, result: dict[str, Any], gpu: int | None,
+         plot: Callable[[Path], None]) -> None:
+    """Write out/stem.json (with the command line and machine) and out/stem.png."""
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"command": " ".join([f"scripts/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+              "machine": describe_machine(gpu), **result}
+    (out / f"{stem}.json").write_text(json.dumps(record, indent=1))
+    plot(out / f"{stem}.png")
+    print(f"wrote {out / (stem + '.json')} and {out / (stem + '.png')}")
