@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "python"))
 
-from approx_dropout import bench_results, caffe_time, nets  # noqa: E402
+from approx_dropout import bench_results, caffe_env, caffe_time, nets  # noqa: E402
 
 
 def time_flavours(hidden: int, rate: float, repeats: int, iterations: int,
@@ -55,8 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'MLP':>16} {'p':>4} {'stock ms':>9} {'RDP ms':>8} {'ratio':>6} "
           f"{'TDP ms':>8} {'ratio':>6}", flush=True)
     for hidden in args.hidden:
-        times = time_flavours(hidden, args.rate, args.repeats, args.iterations, args.gpu)
+        try:
+            times = time_flavours(hidden, args.rate, args.repeats, args.iterations, args.gpu)
+        except (caffe_time.CaffeTimeError, caffe_env.CaffeNotBuiltError) as err:
+            print(f"bench_mlp: error: {err}", file=sys.stderr)
+            return 1
         med = {f: statistics.median(t) for f, t in times.items()}
+        if min(med.values()) <= 0:
+            # caffe time's forward-backward total has millisecond resolution
+            parser.error(f"784-{hidden}-{hidden}-10 runs too fast for caffe time's "
+                         f"millisecond timer; raise --iterations")
         row = {"hidden": hidden, "rate": args.rate, "median_ms": med, "runs_ms": times,
                "ratio": {f: med["stock"] / med[f] for f in ("rdp", "tdp")}}
         rows.append(row)

@@ -27,10 +27,11 @@ def test_bench_layers_tiny(tmp_path):
 
 
 def test_bench_mlp_tiny(tmp_path):
-    proc = run("bench_mlp.py", "--hidden", "64", "--rate", "0.5", "--repeats", "1",
-               "--iterations", "1", "--out", str(tmp_path))
+    # enough iterations for caffe time's millisecond total to be non-zero
+    proc = run("bench_mlp.py", "--hidden", "256", "--rate", "0.5", "--repeats", "1",
+               "--iterations", "20", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    assert "784-64-64-10" in proc.stdout
+    assert "784-256-256-10" in proc.stdout
     result = json.loads((tmp_path / "bench_mlp.json").read_text())
     assert set(result["rows"][0]["ratio"]) == {"rdp", "tdp"}
 
