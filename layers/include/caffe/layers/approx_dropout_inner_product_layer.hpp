@@ -107,6 +107,7 @@ class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
   int M_, K_, N_;
   bool bias_term_;
   ApproxDropoutParameter param_;
+  bool drops_outputs_;  // ROW, side OUTPUT: dropped neurons lose their bias
   shared_ptr<DropoutPatternSampler> sampler_;
   bool fixed_;
   DropoutPattern fixed_pattern_, pattern_;

@@ -145,6 +145,8 @@ void ApproxDropoutInnerProductLayer<Dtype>::LayerSetUp(
   const int axis = bottom[0]->CanonicalAxisIndex(ip.axis());
   K_ = bottom[0]->count(axis);
   param_ = this->layer_param_.approx_dropout_param();
+  drops_outputs_ = param_.pattern() == ApproxDropoutParameter_Pattern_ROW &&
+                   param_.side() == ApproxDropoutParameter_Side_OUTPUT;
   const string where = "Layer " + name + ": approx_dropout_param.";
   if (param_.pattern() == ApproxDropoutParameter_Pattern_TILE) {
     CHECK(param_.side() == ApproxDropoutParameter_Side_OUTPUT) << where
@@ -344,11 +346,8 @@ void ApproxDropoutInnerProductLayer<Dtype>::ForwardWith(
   if (bias_term_) {
     const Dtype* bias = gpu ? this->blobs_[1]->gpu_data()
                             : this->blobs_[1]->cpu_data();
-    const bool row_output =
-        param_.pattern() == ApproxDropoutParameter_Pattern_ROW &&
-        param_.side() == ApproxDropoutParameter_Side_OUTPUT;
     // RDP drops whole output neurons, bias included; the others keep it.
-    if (row_output) {
+    if (drops_outputs_) {
       ops.add_bias(M_, groups_[0].out, scale_, bias, y, N_);
     } else {
       ops.add_bias(M_, BlockStride::All(N_), Dtype(1), bias, y, N_);
@@ -370,6 +369,8 @@ void ApproxDropoutInnerProductLayer<Dtype>::BackwardWith(
   const bool bias_grad = bias_term_ && this->param_propagate_down_[1];
   Dtype* dw = weight_grad ? (gpu ? this->blobs_[0]->mutable_gpu_diff()
                                  : this->blobs_[0]->mutable_cpu_diff()) : NULL;
+  Dtype* db = bias_grad ? (gpu ? this->blobs_[1]->mutable_gpu_diff()
+                               : this->blobs_[1]->mutable_cpu_diff()) : NULL;
   Dtype* dx = NULL;
   if (propagate_down[0]) {
     dx = gpu ? bottom[0]->mutable_gpu_diff() : bottom[0]->mutable_cpu_diff();
@@ -404,11 +405,7 @@ void ApproxDropoutInnerProductLayer<Dtype>::BackwardWith(
         ops.scatter(nout, g.out, g.in, dwg, dw, K_, true);
       }
     }
-    if (bias_grad &&
-        param_.pattern() == ApproxDropoutParameter_Pattern_ROW &&
-        param_.side() == ApproxDropoutParameter_Side_OUTPUT) {
-      Dtype* db = gpu ? this->blobs_[1]->mutable_gpu_diff()
-                      : this->blobs_[1]->mutable_cpu_diff();
+    if (db && drops_outputs_) {
       ops.add_column_sums(M_, nout, scale_, dyg, lddy, db + g.out[0],
                           g.out.all() ? 1 : g.out.step);
     }
@@ -425,10 +422,7 @@ void ApproxDropoutInnerProductLayer<Dtype>::BackwardWith(
       }
     }
   }
-  if (bias_grad && !(param_.pattern() == ApproxDropoutParameter_Pattern_ROW &&
-                     param_.side() == ApproxDropoutParameter_Side_OUTPUT)) {
-    Dtype* db = gpu ? this->blobs_[1]->mutable_gpu_diff()
-                    : this->blobs_[1]->mutable_cpu_diff();
+  if (db && !drops_outputs_) {
     ops.add_column_sums(M_, N_, Dtype(1), dy, N_, db, 1);
   }
 }
