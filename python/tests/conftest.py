@@ -6,10 +6,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from approx_dropout import caffe_env
 
 REPO = caffe_env.REPO_ROOT
+
+# Property tests draw the same examples on every run (CI must not flake) and
+# keep no example database in the checkout.
+settings.register_profile("deterministic", derandomize=True, database=None)
+settings.load_profile("deterministic")
 
 
 @pytest.fixture(scope="session")

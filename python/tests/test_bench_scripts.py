@@ -40,3 +40,15 @@ def test_bench_rejects_bad_rate(tmp_path):
     proc = run("bench_layers.py", "--rates", "1.0", "--out", str(tmp_path))
     assert proc.returncode == 2
     assert "every rate in [0, 1)" in proc.stderr
+
+
+def test_search_table(tmp_path):
+    proc = run("search_table.py", "--rates", "0.5", "0.8", "--max-dp", "4",
+               "--json", str(tmp_path / "t.json"))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[2].startswith("| bounded | 4 | 0.5 | 0.5000 | 0.000 | 2 (2.0) |")
+    assert "error: dropout rate 0.8 cannot be reached" in lines[3]
+    assert lines[4].startswith("| paper | 4 | 0.5 | 0.4970 |")
+    records = json.loads((tmp_path / "t.json").read_text())
+    assert [r["method"] for r in records] == ["bounded", "paper", "paper"]

@@ -1,0 +1,234 @@
+"""approx-dropout: search pattern distributions and rewrite Caffe prototxts.
+
+    approx-dropout search --rate 0.7 --max-dp 16 [--method paper|bounded] [--json]
+    approx-dropout apply NET.prototxt [--layer NAME ...] [-o OUT]
+    approx-dropout convert NET.prototxt -o OUT
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .convert_dropout import PATTERNS, convert_net
+from .fill_distribution import DEFAULT_MAX_DP, FilledLayer, fill_distributions
+from .pattern_search import METHODS, SearchError, SearchResult, pattern_rates, search
+from .prototxt_io import PrototxtError, net_to_text, read_net, write_text_atomic
+
+PROG = "approx-dropout"
+# Entries below this are summarised in the text listing (--json lists all).
+LISTING_FLOOR = 1e-3
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (the message and a pointer to --help)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and 0 <= value < 1):
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _add_search_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-dp", type=_positive_int, default=DEFAULT_MAX_DP, metavar="N",
+                        help="largest pattern period dp searched (default %(default)s)")
+    parser.add_argument("--method", choices=METHODS, default="bounded",
+                        help="bounded: exact rate, bounded per-iteration spread, most "
+                             "sub-models (default; the layers' built-in default). "
+                             "paper: Algorithm 1 of Song et al. as published")
+    paper = parser.add_argument_group("paper method")
+    paper.add_argument("--lambda1", type=float, default=0.9,
+                       help="weight of the rate term; lambda2 = 1 - lambda1 (default %(default)s)")
+    paper.add_argument("--lr", type=float, default=1.0,
+                       help="gradient-descent step (default %(default)s)")
+    paper.add_argument("--threshold", type=float, default=1e-12,
+                       help="stop when |delta loss| is below this (default %(default)s)")
+    paper.add_argument("--max-iter", type=_positive_int, default=20000,
+                       help="step cap (default %(default)s)")
+    paper.add_argument("--seed", type=int, default=0, help="seed of v's initialisation")
+    bounded = parser.add_argument_group("bounded method")
+    bounded.add_argument("--band", type=float, default=0.1,
+                         help="keep periods whose rate is within this of p "
+                              "(default %(default)s, as the layers)")
+
+
+def _search_options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.method == "paper":
+        return {"lambda1": args.lambda1, "lr": args.lr, "threshold": args.threshold,
+                "max_iter": args.max_iter, "seed": args.seed}
+    return {"band": args.band}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description=(
+        "Approximate Random Dropout for Caffe: search the distribution over the "
+        "pattern period dp and write it into prototxt files."))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
+
+    p = sub.add_parser("search", help="print the distribution for a dropout rate",
+                       description="Search k_1..k_N, the probability of each pattern "
+                                   "period dp, for dropout rate p, and print it with "
+                                   "its metrics.")
+    p.add_argument("--rate", type=_rate, required=True, metavar="P",
+                   help="target dropout rate p in [0, 1)")
+    _add_search_options(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    a = sub.add_parser("apply", help="fill pattern_distribution of a net's layers",
+                       description="Fill pattern_distribution of every "
+                                   "ApproxDropoutInnerProduct / ApproxDropoutLSTM layer "
+                                   "(or the named ones) from its own dropout_ratio. "
+                                   "Without -o the file is rewritten in place, "
+                                   "atomically, after a backup copy (NET.bak). "
+                                   "Comments and formatting are not preserved.")
+    a.add_argument("net", metavar="NET.prototxt")
+    a.add_argument("--layer", action="append", metavar="NAME",
+                   help="only this layer (repeatable)")
+    a.add_argument("-o", "--output", metavar="OUT", help="write here instead of in place")
+    _add_search_options(a)
+
+    c = sub.add_parser("convert", help="turn InnerProduct [-> ReLU] -> Dropout into "
+                                       "ApproxDropoutInnerProduct [-> ReLU]",
+                       description="Rewrite InnerProduct -> ReLU -> Dropout (and "
+                                   "InnerProduct -> Dropout) chains into "
+                                   "ApproxDropoutInnerProduct -> ReLU with the same "
+                                   "ratio and a searched distribution. Layer names and "
+                                   "parameter blobs are kept, so a .caffemodel still "
+                                   "loads. Chains with another activation, or whose "
+                                   "blobs are read elsewhere, are refused with the "
+                                   "reason. Comments are not preserved.")
+    c.add_argument("net", metavar="NET.prototxt")
+    c.add_argument("-o", "--output", metavar="OUT", required=True,
+                   help="where to write the converted net")
+    c.add_argument("--pattern", choices=PATTERNS, default="ROW",
+                   help="ROW: drop output neurons (default); TILE: drop 32x32 weight tiles")
+    _add_search_options(c)
+    return parser
+
+
+def format_result(result: SearchResult) -> str:
+    lines = [f"method {result.method}, p = {result.target:g}, N = {result.max_dp}",
+             f"  rate              {result.rate:.6f}   sum_i k_i (i-1)/i",
+             f"  spread (std)      {result.spread:.4f}     of one iteration's dropped fraction",
+             f"  sub-models        {result.sub_models:<8d}   (dp, b) pairs with k_dp > 0; "
+             f"effective {result.effective_sub_models:.1f} (exp entropy)",
+             f"  compute fraction  {result.compute_fraction:.6f}   sum_i k_i / i = 1 - rate",
+             f"  no dropout        {result.no_dropout:.4f}     P(dp = 1)"]
+    if result.method == "paper":
+        state = "converged" if result.converged else "hit the cap"
+        lines.append(f"  steps             {result.iterations} ({state})")
+    lines.append("     dp   k_dp        dropped")
+    rates = pattern_rates(result.max_dp)
+    hidden, hidden_mass = 0, 0.0
+    for dp, k in result.support():
+        if k >= LISTING_FLOOR:
+            lines.append(f"  {dp:5d}   {k:.6f}    {rates[dp - 1]:.4f}")
+        else:
+            hidden, hidden_mass = hidden + 1, hidden_mass + k
+    if hidden:
+        lines.append(f"  ... and {hidden} more with k_dp < {LISTING_FLOOR:g} "
+                     f"(together {hidden_mass:.4f}; --json lists all)")
+    return "\n".join(lines)
+
+
+def _describe_filled(item: FilledLayer) -> str:
+    r = item.result
+    text = (f"{item.name}: dropout_ratio {r.target:.6g}, {r.method}, dp <= {item.max_dp}: "
+            f"rate {r.rate:.6f}, spread {r.spread:.4f}, {r.sub_models} sub-models")
+    return text + (f" ({item.note})" if item.note else "")
+
+
+def _warn(messages: Sequence[str], where: str = "") -> None:
+    for message in messages:
+        print(f"{PROG}: warning: {where}{message}", file=sys.stderr)
+
+
+def _write(path: Path, text: str, source: Path) -> None:
+    in_place = path.exists() and source.exists() and os.path.samefile(path, source)
+    backup = write_text_atomic(path, text, backup=in_place)
+    print(f"wrote {path}", file=sys.stderr)
+    note = f"; the original is kept as {backup}" if backup else ""
+    print(f"{PROG}: note: comments and formatting of {source} are not carried over{note}",
+          file=sys.stderr)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    result = search(args.rate, args.max_dp, args.method, **_search_options(args))
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=1))
+    else:
+        print(format_result(result))
+    _warn(result.warnings)
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    source = Path(args.net)
+    net = read_net(source)
+    filled = fill_distributions(net, args.layer, args.max_dp, args.method,
+                                _search_options(args))
+    for item in filled:
+        print(_describe_filled(item))
+        _warn(item.result.warnings, f"{item.name}: ")
+    header = (f"pattern_distribution filled by: {PROG} apply {source.name} "
+              f"--method {args.method} --max-dp {args.max_dp}")
+    _write(Path(args.output) if args.output else source, net_to_text(net, header), source)
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    source = Path(args.net)
+    net = read_net(source)
+    converted, report = convert_net(net, args.max_dp, args.method, args.pattern,
+                                    _search_options(args))
+    for name, why in report.refused:
+        print(f"{PROG}: not converted: {name}: {why}", file=sys.stderr)
+    if not report.converted:
+        raise PrototxtError(f"nothing to convert in {source}: no InnerProduct [-> ReLU] "
+                            f"-> Dropout chain qualifies; nothing written")
+    for chain, item in zip(report.converted, report.filled):
+        print(f"converted {chain}: {_describe_filled(item)}")
+        _warn(item.result.warnings, f"{item.name}: ")
+    header = (f"Converted by: {PROG} convert {source.name} --pattern {args.pattern} "
+              f"--method {args.method} --max-dp {args.max_dp}")
+    _write(Path(args.output), net_to_text(converted, header), source)
+    return 0
+
+
+COMMANDS = {"search": cmd_search, "apply": cmd_apply, "convert": cmd_convert}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (PrototxtError, SearchError) as e:
+        print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

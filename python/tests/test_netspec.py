@@ -1,0 +1,65 @@
+"""Building nets with the approximate layers through pycaffe's NetSpec."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from approx_dropout import netspec
+from approx_dropout.pattern_search import SearchError, bounded_search
+
+
+def small_net(caffe, **kwargs):
+    L = caffe.layers
+    n = caffe.NetSpec()
+    n.data, n.label = L.DummyData(
+        shape=[dict(dim=[8, 50]), dict(dim=[8])],
+        data_filler=[dict(type="uniform"), dict(type="constant", value=1)], ntop=2)
+    n.fc1 = netspec.approx_dropout_inner_product(n.data, 64, 0.7, **kwargs)
+    n.relu1 = L.ReLU(n.fc1, in_place=True)
+    n.fc2 = L.InnerProduct(n.fc1, num_output=4, weight_filler=dict(type="xavier"))
+    n.loss = L.SoftmaxWithLoss(n.fc2, n.label)
+    return n.to_proto()
+
+
+def load(caffe, proto, tmp_path, phase):
+    path = tmp_path / "net.prototxt"
+    path.write_text(str(proto))
+    return caffe.Net(str(path), phase)
+
+
+def test_netspec_layer_carries_the_searched_distribution(caffe, tmp_path):
+    caffe.set_mode_cpu()
+    proto = small_net(caffe)
+    layer = [x for x in proto.layer if x.name == "fc1"][0]
+    assert layer.type == "ApproxDropoutInnerProduct"
+    assert layer.inner_product_param.num_output == 64
+    k = list(layer.approx_dropout_param.pattern_distribution)
+    want = bounded_search(0.7, 16).distribution
+    np.testing.assert_allclose(k, want[:len(k)], atol=1e-7)
+    net = load(caffe, proto, tmp_path, caffe.TRAIN)
+    net.forward()
+    net.backward()
+    dropped = (net.blobs["fc1"].data == 0).all(axis=0).mean()
+    assert dropped > 0.5  # whole neurons are dropped (p = 0.7)
+
+
+def test_netspec_tile_and_explicit_distribution(caffe, tmp_path):
+    caffe.set_mode_cpu()
+    proto = small_net(caffe, pattern="TILE", distribution=[0, 0, 0.6, 0.4])
+    param = [x for x in proto.layer if x.name == "fc1"][0].approx_dropout_param
+    assert param.pattern == caffe.proto.caffe_pb2.ApproxDropoutParameter.TILE
+    assert list(param.pattern_distribution) == pytest.approx([0, 0, 0.6, 0.4])
+    param_paper = netspec.approx_dropout_param(0.5, distribution="paper", max_dp=8)
+    assert len(param_paper["pattern_distribution"]) == 8
+    assert "pattern_distribution" not in netspec.approx_dropout_param(0.5, distribution=None)
+
+
+def test_netspec_bad_arguments(caffe):
+    with pytest.raises(SearchError, match="sums to"):
+        netspec.approx_dropout_param(0.5, distribution=[0.5, 0.6])
+    with pytest.raises(ValueError, match="pattern must be one of"):
+        netspec.approx_dropout_param(0.5, pattern="DIAGONAL")
+    with pytest.raises(ValueError, match="side must be one of"):
+        netspec.approx_dropout_param(0.5, side="BOTH")
+    with pytest.raises(SearchError, match="must be in \\[0, 1\\)"):
+        netspec.approx_dropout_param(1.0)

@@ -1,0 +1,207 @@
+"""The pattern-distribution search against plain numpy references and the paper."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from approx_dropout import pattern_search as ps
+from approx_dropout.caffe_env import REPO_ROOT
+
+TABLE = REPO_ROOT / "layers/src/caffe/test/test_data/approx_dropout_default_distributions.txt"
+
+
+@st.composite
+def reachable(draw, min_n: int = 1, max_n: int = 400, max_p: float = 0.97):
+    n = draw(st.integers(min_n, max_n))
+    p = draw(st.floats(0, min(max_p, (n - 1) / n), allow_nan=False))
+    return p, n
+
+
+def rates(n: int) -> np.ndarray:
+    return np.array([(i - 1) / i for i in range(1, n + 1)])
+
+
+# ---- bounded -------------------------------------------------------------
+
+@settings(max_examples=300, deadline=None)
+@given(reachable())
+def test_bounded_is_a_distribution_with_the_exact_rate(case):
+    p, n = case
+    res = ps.bounded_search(p, n)
+    k = res.distribution
+    assert k.shape == (n,)
+    assert np.all(k >= 0)
+    assert math.isclose(k.sum(), 1, abs_tol=1e-12)
+    assert abs(k @ rates(n) - p) <= 1e-4
+    assert abs(res.rate - p) <= 1e-9
+    assert math.isclose(res.compute_fraction, 1 - res.rate, abs_tol=1e-12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(reachable())
+def test_bounded_support_stays_in_the_band_or_brackets_p(case):
+    p, n = case
+    res = ps.bounded_search(p, n)
+    r = rates(n)
+    lo = max(i for i in range(n) if r[i] <= p + 1e-12)
+    hi = min(i for i in range(n) if r[i] >= p - 1e-12)
+    for i in np.nonzero(res.distribution)[0]:
+        assert abs(r[i] - p) <= 0.1 + 1e-6 or i in (lo, hi), (p, n, i + 1)
+    # so one iteration's dropped fraction never strays far from p
+    assert res.spread <= max(0.1 + 1e-6, r[hi] - r[lo])
+    assert res.sub_models == int(sum(i + 1 for i in np.nonzero(res.distribution)[0]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(reachable(min_n=2))
+def test_bounded_maximises_pair_entropy(case):
+    """KKT of max H(dp, b) s.t. sum k = 1, sum k r = p: log(k_i / i) is affine in r_i."""
+    p, n = case
+    res = ps.bounded_search(p, n)
+    idx = np.nonzero(res.distribution)[0]
+    if len(idx) < 3:
+        return  # one or two points: the constraints alone fix k
+    y = np.log(res.distribution[idx] / (idx + 1))
+    x = rates(n)[idx]
+    design = np.stack([np.ones_like(x), x], axis=1)
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    assert np.max(np.abs(design @ coef - y)) < 1e-6
+
+
+def test_bounded_beats_any_other_distribution_on_its_support():
+    """Perturbing along the constraint surface never raises the pair entropy."""
+    res = ps.bounded_search(0.7, 16)
+    idx = np.nonzero(res.distribution)[0]
+    r = rates(16)[idx]
+    # directions u with sum u = 0 and u . r = 0
+    basis = np.linalg.svd(np.stack([np.ones_like(r), r]))[2][2:]
+    best = ps.pair_entropy(res.distribution)
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        u = basis.T @ rng.normal(size=len(basis))
+        k = res.distribution.copy()
+        k[idx] += 1e-3 * u / np.abs(u).max()
+        if np.all(k >= 0):
+            assert ps.pair_entropy(k) <= best + 1e-12
+
+
+def test_bounded_known_values():
+    assert ps.bounded_search(0.5, 16).support() == [(2, 1.0)]
+    k = ps.bounded_search(0.3, 16).distribution
+    assert k[0] == pytest.approx(0.4) and k[1] == pytest.approx(0.6)
+    assert [dp for dp, _ in ps.bounded_search(0.7, 16).support()] == [3, 4, 5]
+    assert ps.bounded_search(0.0, 8).support() == [(1, 1.0)]
+
+
+@pytest.mark.parametrize("p,n", [(0.8, 4), (0.5, 1), (0.99, 50)])
+def test_bounded_unreachable_rate_is_an_error(p, n):
+    with pytest.raises(ps.SearchError, match="cannot be reached"):
+        ps.bounded_search(p, n)
+
+
+def test_table_for_the_cpp_default_is_current():
+    """The gtest compares C++ DefaultPatternDistribution with this file."""
+    assert TABLE.read_text() == ps.default_distribution_table(), (
+        "regenerate with: python -m approx_dropout.pattern_search --table > " + str(TABLE))
+
+
+# ---- paper -------------------------------------------------------------
+
+def test_paper_gradient_matches_finite_differences():
+    rng = np.random.default_rng(0)
+    for n, p, l1 in [(5, 0.3, 0.9), (16, 0.7, 0.5), (40, 0.5, 0.2)]:
+        v = rng.normal(size=n)
+        _, grad = ps.paper_loss(v, p, l1)
+        numeric = np.zeros(n)
+        for i in range(n):
+            e = np.zeros(n)
+            e[i] = 1e-6
+            numeric[i] = (ps.paper_loss(v + e, p, l1)[0] - ps.paper_loss(v - e, p, l1)[0]) / 2e-6
+        np.testing.assert_allclose(grad, numeric, atol=1e-8)
+
+
+def test_paper_loss_is_the_published_one():
+    v = np.array([0.2, -0.1, 0.4, 0.0])
+    d = np.exp(v) / np.exp(v).sum()
+    pu = np.array([0, 1 / 2, 2 / 3, 3 / 4])
+    expected = 0.9 * (d @ pu - 0.6) ** 2 + 0.1 * (d * np.log(d)).sum() / 4
+    assert ps.paper_loss(v, 0.6, 0.9)[0] == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("p,k1", [(0.3, 0.699), (0.5, 0.498), (0.7, 0.297)])
+def test_paper_is_bimodal_for_large_n(p, k1):
+    res = ps.paper_search(p, 2048)
+    assert res.converged
+    assert res.no_dropout == pytest.approx(k1, abs=0.002)
+    assert res.distribution[8:].sum() == pytest.approx(p, abs=0.01)  # mass above dp = 8
+    assert abs(res.rate - p) < 0.001  # the marginal rate is right...
+    assert res.spread > 0.45          # ...but iterations drop all or nothing
+    assert any(w.startswith("bimodal") for w in res.warnings)
+
+
+def test_paper_small_n_cannot_reach_the_target():
+    res = ps.paper_search(0.7, 4)
+    assert res.rate == pytest.approx(0.651, abs=0.002)
+    assert any(w.startswith("missed") for w in res.warnings)
+    res = ps.paper_search(0.8, 4)
+    assert any(w.startswith("unreachable") for w in res.warnings)
+
+
+def test_paper_is_deterministic_per_seed_and_reports_the_cap():
+    a, b = ps.paper_search(0.5, 16, seed=3), ps.paper_search(0.5, 16, seed=3)
+    np.testing.assert_array_equal(a.distribution, b.distribution)
+    assert not np.array_equal(a.distribution, ps.paper_search(0.5, 16, seed=4).distribution)
+    capped = ps.paper_search(0.5, 64, max_iter=50)
+    assert not capped.converged and capped.iterations == 50
+    assert any(w.startswith("not converged") for w in capped.warnings)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(reachable(min_n=16, max_n=200, max_p=0.9))
+def test_bounded_spread_is_smaller_than_paper_for_n_16_and_up(case):
+    p, n = case
+    assert ps.bounded_search(p, n).spread < ps.paper_search(p, n).spread
+
+
+# ---- shared --------------------------------------------------------------
+
+@pytest.mark.parametrize("p,n,message", [
+    (1.0, 16, "must be in \\[0, 1\\)"), (-0.1, 16, "must be in \\[0, 1\\)"),
+    (float("nan"), 16, "must be in \\[0, 1\\)"), (0.5, 0, "at least 1"),
+    (0.5, 2.5, "must be an integer"), ("0.5", 16, "must be a number")])
+@pytest.mark.parametrize("method", ps.METHODS)
+def test_bad_inputs(method, p, n, message):
+    with pytest.raises(ps.SearchError, match=message):
+        ps.search(p, n, method)
+
+
+def test_unknown_method():
+    with pytest.raises(ps.SearchError, match="method must be one of"):
+        ps.search(0.5, 16, "magic")
+
+
+def test_metrics_on_a_hand_made_distribution():
+    res = ps.SearchResult("given", 0.5, 4, np.array([0.25, 0.25, 0.0, 0.5]))
+    assert res.rate == pytest.approx(0.25 * 0 + 0.25 * 0.5 + 0.5 * 0.75)
+    assert res.compute_fraction == pytest.approx(0.25 + 0.25 / 2 + 0.5 / 4)
+    r = np.array([0, 0.5, 2 / 3, 0.75])
+    mean = res.rate
+    assert res.spread == pytest.approx(math.sqrt(res.distribution @ (r - mean) ** 2))
+    assert res.sub_models == 1 + 2 + 4
+    # (dp, b) pairs: (1,0) 0.25, (2,*) 0.125 each, (4,*) 0.125 each
+    pairs = np.array([0.25] + [0.125] * 2 + [0.125] * 4)
+    assert res.effective_sub_models == pytest.approx(math.exp(-(pairs * np.log(pairs)).sum()))
+    json.dumps(res.as_dict())
+
+
+@pytest.mark.parametrize("k,p,message", [
+    ([0.5, 0.6], 0.3, "sums to"), ([1.2, -0.2], 0.0, ">= 0"),
+    ([0.0, 1.0], 0.3, "probability 0.5000"), ([], 0.5, "non-empty")])
+def test_check_distribution(k, p, message):
+    with pytest.raises(ps.SearchError, match=message):
+        ps.check_distribution(k, p)
+    ps.check_distribution([0.4, 0.6], 0.3)
