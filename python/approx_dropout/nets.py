@@ -93,3 +93,70 @@ def layer_pair(variant: str, size: int, rate: float, batch: int = 128) -> str:
     return head + (f'layer {{ name: "fc" type: "ApproxDropoutInnerProduct" bottom: "data" '
                    f'top: "fc" {ip}\n  approx_dropout_param {{ dropout_ratio: {rate:g} '
                    f'pattern: {pattern} }} }}\n')
+
+
+LM_FLAVOURS = ("stock", "row", "tile")
+
+
+def lm(flavour: str, hidden: int = 1500, num_layers: int = 2, rate: float = 0.5,
+       batch: int = 20, steps: int = 35, vocab: int = 10000, init: float = 0.04) -> str:
+    """Word-level LSTM language model (Zaremba et al. 2014, the paper's Table II).
+
+    stock: Embed -> Dropout -> (LSTM -> Dropout) x num_layers -> InnerProduct
+    (vocab) -> SoftmaxWithLoss. row / tile: Embed -> ApproxDropoutLSTM x
+    num_layers -> ApproxDropoutInnerProduct (ROW side INPUT, or TILE) ->
+    SoftmaxWithLoss: the same dropout sites (each layer's input), the same
+    layer names and parameter shapes. Blobs are time-major (steps x batch);
+    DummyData feeds random words, so `caffe time` needs no data files.
+    """
+    if flavour not in LM_FLAVOURS:
+        raise ValueError(f"flavour must be one of {LM_FLAVOURS}, got {flavour!r}")
+    if num_layers < 1:
+        raise ValueError("num_layers must be at least 1")
+    uniform = f'{{ type: "uniform" min: {-init:g} max: {init:g} }}'
+    approx = ("" if flavour == "stock" else
+              f'  approx_dropout_param {{ dropout_ratio: {rate:g}'
+              f'{" pattern: TILE" if flavour == "tile" else ""} }}\n')
+    text = [f"# Word-level LSTM LM: {num_layers} x {hidden}, vocabulary {vocab}, "
+            f"batch {batch}, {steps} steps, dropout {rate:g}, {flavour};\n"
+            f"# DummyData input (random words), so that `caffe time` needs no data files.\n"
+            f'name: "lm_{flavour}"\n'
+            f'layer {{\n  name: "data" type: "DummyData" top: "words" top: "cont" top: "label"\n'
+            f'  dummy_data_param {{\n'
+            f'    shape {{ dim: {steps} dim: {batch} }} '
+            f'data_filler {{ type: "uniform" min: 0 max: {vocab - 1} }}\n'
+            f'    shape {{ dim: {steps} dim: {batch} }} '
+            f'data_filler {{ type: "constant" value: 1 }}\n'
+            f'    shape {{ dim: {steps} dim: {batch} }} '
+            f'data_filler {{ type: "uniform" min: 0 max: {vocab - 1} }}\n'
+            f'  }}\n}}\n'
+            f'layer {{\n  name: "embed" type: "Embed" bottom: "words" top: "embed"\n'
+            f'  embed_param {{ num_output: {hidden} input_dim: {vocab} bias_term: false '
+            f'weight_filler {uniform} }}\n}}\n']
+
+    def dropout(blob: str, name: str) -> str:
+        if flavour != "stock":
+            return ""
+        return (f'layer {{ name: "{name}" type: "Dropout" bottom: "{blob}" top: "{blob}" '
+                f'dropout_param {{ dropout_ratio: {rate:g} }} }}\n')
+
+    text.append(dropout("embed", "drop0"))
+    bottom = "embed"
+    lstm_type = "LSTM" if flavour == "stock" else "ApproxDropoutLSTM"
+    for i in range(1, num_layers + 1):
+        name = f"lstm{i}"
+        text.append(f'layer {{\n  name: "{name}" type: "{lstm_type}" bottom: "{bottom}" '
+                    f'bottom: "cont" top: "{name}"\n'
+                    f'  recurrent_param {{ num_output: {hidden} weight_filler {uniform} '
+                    f'bias_filler {{ type: "constant" value: 0 }} }}\n{approx}}}\n')
+        text.append(dropout(name, f"drop{i}"))
+        bottom = name
+    ip_type = "InnerProduct" if flavour == "stock" else "ApproxDropoutInnerProduct"
+    decoder_approx = approx.replace(" }\n", " side: INPUT }\n") if flavour == "row" else approx
+    text.append(f'layer {{\n  name: "decoder" type: "{ip_type}" bottom: "{bottom}" '
+                f'top: "decoder"\n'
+                f'  inner_product_param {{ num_output: {vocab} axis: 2 weight_filler {uniform} '
+                f'bias_filler {{ type: "constant" value: 0 }} }}\n{decoder_approx}}}\n')
+    text.append('layer { name: "loss" type: "SoftmaxWithLoss" bottom: "decoder" '
+                'bottom: "label" top: "loss" softmax_param { axis: 2 } }\n')
+    return "".join(text)

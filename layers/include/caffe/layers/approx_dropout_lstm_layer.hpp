@@ -1,0 +1,56 @@
+#ifndef CAFFE_APPROX_DROPOUT_LSTM_LAYER_HPP_
+#define CAFFE_APPROX_DROPOUT_LSTM_LAYER_HPP_
+
+#include <vector>
+
+#include "caffe/blob.hpp"
+#include "caffe/layers/approx_dropout_inner_product_layer.hpp"
+#include "caffe/layers/lstm_layer.hpp"
+#include "caffe/proto/caffe.pb.h"
+
+namespace caffe {
+
+/**
+ * @brief Caffe's LSTM with Approximate Random Dropout (Song et al.,
+ *        arXiv:1805.08939, Sec. IV-C) on its input x_t, the non-recurrent
+ *        connection (as in Zaremba et al. 2014); h_{t-1} -> gates is untouched.
+ *
+ * Configured like LSTM (recurrent_param; bottoms x, cont and optionally the
+ * static input) plus approx_dropout_param. LSTM's unrolled net computes
+ * W_xc x_t + b_c for all time steps with one InnerProduct ("x_transform");
+ * here that layer is an ApproxDropoutInnerProduct, so one pattern per
+ * iteration is shared by every time step and only the kept part of the
+ * input-to-gates product is computed. With s = 1 / (1 - dropout_ratio):
+ *  - ROW: input feature k kept iff k % dp == b, kept inputs scaled by s
+ *    (side INPUT of the inner product; `side` must be left unset or INPUT).
+ *  - TILE: tiles of W_xc (4 num_output x input size) kept iff the tile index
+ *    (row-major) % dp == b, the product scaled by s.
+ * TEST phase is exactly LSTM; the parameter blobs are LSTM's (W_xc, b_c,
+ * W_hc), so weights move freely between the two layer types.
+ */
+template <typename Dtype>
+class ApproxDropoutLSTMLayer : public LSTMLayer<Dtype> {
+ public:
+  explicit ApproxDropoutLSTMLayer(const LayerParameter& param)
+      : LSTMLayer<Dtype>(param), x_transform_(NULL) {}
+  virtual void LayerSetUp(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+
+  virtual inline const char* type() const { return "ApproxDropoutLSTM"; }
+
+  // The unrolled net's input-to-gates product, which samples and applies
+  // the patterns (its FixPattern / pattern() serve tests and tools).
+  ApproxDropoutInnerProductLayer<Dtype>* input_transform() const {
+    return x_transform_;
+  }
+
+ protected:
+  virtual void FillUnrolledNet(NetParameter* net_param) const;
+
+ private:
+  ApproxDropoutInnerProductLayer<Dtype>* x_transform_;
+};
+
+}  // namespace caffe
+
+#endif  // CAFFE_APPROX_DROPOUT_LSTM_LAYER_HPP_

@@ -1,0 +1,376 @@
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+#include "caffe/blob.hpp"
+#include "caffe/common.hpp"
+#include "caffe/filler.hpp"
+#include "caffe/layers/approx_dropout_lstm_layer.hpp"
+#include "caffe/layers/lstm_layer.hpp"
+
+#include "caffe/test/test_caffe_main.hpp"
+#include "caffe/test/test_gradient_check_util.hpp"
+
+namespace caffe {
+
+// T = 3 time steps of N = 2 streams, K = 12 input features, H = 5 hidden
+// units: W_xc is 20 x 12, cut into 4 x 5 tiles for TILE (5 x 3 = 15 tiles,
+// the last tile column 2 wide). Stream 1 restarts at t = 2 (cont = 0).
+template <typename TypeParam>
+class ApproxDropoutLSTMLayerTest : public MultiDeviceTest<TypeParam> {
+  typedef typename TypeParam::Dtype Dtype;
+
+ protected:
+  static constexpr int kT = 3, kN = 2, kK = 12, kH = 5;
+
+  ApproxDropoutLSTMLayerTest() {
+    x_.Reshape(kT, kN, 3, 4);
+    vector<int> shape(2);
+    shape[0] = kT;
+    shape[1] = kN;
+    cont_.Reshape(shape);
+    static_.Reshape(kN, 3, 1, 1);
+    FillerParameter filler_param;
+    filler_param.set_min(-1);
+    filler_param.set_max(1);
+    UniformFiller<Dtype> filler(filler_param);
+    filler.Fill(&x_);
+    filler.Fill(&static_);
+    for (int t = 0; t < kT; ++t) {
+      for (int n = 0; n < kN; ++n) {
+        cont_.mutable_cpu_data()[t * kN + n] = (t > 0 && !(t == 2 && n == 1));
+      }
+    }
+    bottom_.push_back(&x_);
+    bottom_.push_back(&cont_);
+    top_.push_back(&h_);
+  }
+
+  LayerParameter Param(bool tile, float ratio = 0.5) {
+    LayerParameter p;
+    p.set_name("lstm");
+    p.set_type("ApproxDropoutLSTM");
+    RecurrentParameter* r = p.mutable_recurrent_param();
+    r->set_num_output(kH);
+    r->mutable_weight_filler()->set_type("gaussian");
+    r->mutable_weight_filler()->set_std(0.3);
+    r->mutable_bias_filler()->set_type("gaussian");
+    r->mutable_bias_filler()->set_std(0.2);
+    ApproxDropoutParameter* ad = p.mutable_approx_dropout_param();
+    ad->set_dropout_ratio(ratio);
+    if (tile) {
+      ad->set_pattern(ApproxDropoutParameter_Pattern_TILE);
+      ad->set_tile_height(4);
+      ad->set_tile_width(5);
+    }
+    p.set_phase(TRAIN);
+    return p;
+  }
+
+  bool Kept(bool tile, int dp, int b, int row, int k) const {
+    if (!tile) return k % dp == b;
+    const int tiles_per_row = (kK + 4) / 5;
+    return ((row / 4) * tiles_per_row + k / 5) % dp == b;
+  }
+
+  // Compares ApproxDropoutLSTM with the pattern (dp, b) fixed against
+  // Caffe's LSTM fed with the explicitly masked input (ROW) or weights
+  // (TILE), both scaled by s: outputs, input and parameter gradients.
+  void CheckAgainstMaskedLSTM(bool tile, int dp, int b, bool with_static) {
+    const float ratio = 0.5;
+    const Dtype s = 1 / (1 - ratio);
+    vector<Blob<Dtype>*> bottom(bottom_);
+    if (with_static) bottom.push_back(&static_);
+    ApproxDropoutLSTMLayer<Dtype> approx(Param(tile, ratio));
+    approx.SetUp(bottom, top_);
+    approx.input_transform()->FixPattern(dp, b);
+
+    LayerParameter lp = Param(tile, ratio);
+    lp.set_type("LSTM");
+    lp.clear_approx_dropout_param();
+    LSTMLayer<Dtype> lstm(lp);
+    Blob<Dtype> h_ref, x_ref;
+    x_ref.CopyFrom(x_, false, true);
+    vector<Blob<Dtype>*> ref_bottom(bottom), ref_top(1, &h_ref);
+    ref_bottom[0] = &x_ref;
+    lstm.SetUp(ref_bottom, ref_top);
+    ASSERT_EQ(approx.blobs().size(), lstm.blobs().size());
+    for (int i = 0; i < approx.blobs().size(); ++i) {
+      lstm.blobs()[i]->CopyFrom(*approx.blobs()[i]);
+    }
+    Blob<Dtype>* w_ref = lstm.blobs()[0].get();  // W_xc, 4H x K
+    ASSERT_EQ(w_ref->shape(0), 4 * kH);
+    ASSERT_EQ(w_ref->shape(1), kK);
+    for (int m = 0; m < kT * kN; ++m) {
+      for (int k = 0; k < kK; ++k) {
+        if (!tile) {
+          x_ref.mutable_cpu_data()[m * kK + k] *= Kept(false, dp, b, 0, k) ? s : 0;
+        }
+      }
+    }
+    if (tile) {
+      for (int j = 0; j < 4 * kH; ++j) {
+        for (int k = 0; k < kK; ++k) {
+          w_ref->mutable_cpu_data()[j * kK + k] *= Kept(true, dp, b, j, k) ? s : 0;
+        }
+      }
+    }
+    approx.Forward(bottom, top_);
+    lstm.Forward(ref_bottom, ref_top);
+    for (int i = 0; i < h_.count(); ++i) {
+      ASSERT_NEAR(h_.cpu_data()[i], h_ref.cpu_data()[i], 1e-5) << i;
+    }
+
+    FillerParameter filler_param;
+    filler_param.set_min(-1);
+    filler_param.set_max(1);
+    UniformFiller<Dtype> filler(filler_param);
+    Blob<Dtype> dh(h_.shape());
+    filler.Fill(&dh);
+    caffe_copy(h_.count(), dh.cpu_data(), h_.mutable_cpu_diff());
+    caffe_copy(h_.count(), dh.cpu_data(), h_ref.mutable_cpu_diff());
+    for (int i = 0; i < approx.blobs().size(); ++i) {
+      caffe_set(approx.blobs()[i]->count(), Dtype(0),
+                approx.blobs()[i]->mutable_cpu_diff());
+      caffe_set(lstm.blobs()[i]->count(), Dtype(0),
+                lstm.blobs()[i]->mutable_cpu_diff());
+    }
+    vector<bool> down(bottom.size(), false);
+    down[0] = true;
+    approx.Backward(top_, down, bottom);
+    lstm.Backward(ref_top, down, ref_bottom);
+    for (int m = 0; m < kT * kN; ++m) {
+      for (int k = 0; k < kK; ++k) {
+        const int i = m * kK + k;
+        const Dtype factor = tile ? 1 : (Kept(false, dp, b, 0, k) ? s : 0);
+        ASSERT_NEAR(x_.cpu_diff()[i], factor * x_ref.cpu_diff()[i], 1e-5) << i;
+      }
+    }
+    // W_xc: the approximate layer's gradient is the masked, scaled one for
+    // TILE; for ROW the masked input already zeroes the dropped columns.
+    for (int j = 0; j < 4 * kH; ++j) {
+      for (int k = 0; k < kK; ++k) {
+        const int i = j * kK + k;
+        const Dtype factor = tile ? (Kept(true, dp, b, j, k) ? s : 0) : 1;
+        ASSERT_NEAR(approx.blobs()[0]->cpu_diff()[i],
+                    factor * lstm.blobs()[0]->cpu_diff()[i], 1e-5) << i;
+      }
+    }
+    for (int p = 1; p < approx.blobs().size(); ++p) {  // b_c, W_hc, ...
+      for (int i = 0; i < approx.blobs()[p]->count(); ++i) {
+        ASSERT_NEAR(approx.blobs()[p]->cpu_diff()[i],
+                    lstm.blobs()[p]->cpu_diff()[i], 1e-5) << p << " " << i;
+      }
+    }
+  }
+
+  // Many TRAIN iterations with sampled patterns: every input feature (ROW)
+  // or tile (TILE) is dropped with frequency within 3 sigma of p, the dp
+  // follow the distribution, and the dropped features get no gradient.
+  void CheckStatistics(bool tile) {
+    Caffe::set_random_seed(4321);
+    LayerParameter p = Param(tile, 0.61);
+    const double k[] = {0.1, 0.2, 0.3, 0.2, 0.2};  // rate 0.61
+    for (double v : k) {
+      p.mutable_approx_dropout_param()->add_pattern_distribution(v);
+    }
+    ApproxDropoutLSTMLayer<Dtype> layer(p);
+    layer.SetUp(bottom_, top_);
+    const double rate = PatternDropoutRate(std::vector<double>(k, k + 5));
+    const int trials = 4000, units = tile ? 15 : kK;
+    std::vector<int> dropped(units, 0), dp_count(5, 0);
+    vector<bool> down(2, false);
+    down[0] = true;
+    for (int t = 0; t < trials; ++t) {
+      layer.Forward(bottom_, top_);
+      const DropoutPattern pattern = layer.input_transform()->pattern();
+      ASSERT_GE(pattern.dp, 1);
+      ASSERT_LE(pattern.dp, 5);
+      ++dp_count[pattern.dp - 1];
+      for (int u = 0; u < units; ++u) dropped[u] += !pattern.kept(u);
+      if (!tile && t % 400 == 0) {
+        caffe_set(h_.count(), Dtype(1), h_.mutable_cpu_diff());
+        layer.Backward(top_, down, bottom_);
+        for (int m = 0; m < kT * kN; ++m) {
+          for (int f = 0; f < kK; ++f) {
+            if (!pattern.kept(f)) {
+              ASSERT_EQ(x_.cpu_diff()[m * kK + f], 0) << t << " " << f;
+            }
+          }
+        }
+      }
+    }
+    const double sigma = std::sqrt(rate * (1 - rate) / trials);
+    for (int u = 0; u < units; ++u) {
+      EXPECT_NEAR(dropped[u] / static_cast<double>(trials), rate, 3 * sigma)
+          << "unit " << u;
+    }
+    double stat = 0;
+    for (int i = 0; i < 5; ++i) {
+      stat += std::pow(dp_count[i] - k[i] * trials, 2) / (k[i] * trials);
+    }
+    EXPECT_LT(stat, 18.47) << "chi-squared, 4 degrees of freedom, p = 0.001";
+  }
+
+  void CheckGradient(bool tile, int dp, int b, bool with_static) {
+    vector<Blob<Dtype>*> bottom(bottom_);
+    if (with_static) bottom.push_back(&static_);
+    ApproxDropoutLSTMLayer<Dtype> layer(Param(tile));
+    layer.SetUp(bottom, top_);
+    layer.input_transform()->FixPattern(dp, b);
+    GradientChecker<Dtype> checker(1e-2, 1e-3);
+    checker.CheckGradientExhaustive(&layer, bottom, top_, 0);
+    if (with_static) checker.CheckGradientExhaustive(&layer, bottom, top_, 2);
+  }
+
+  Blob<Dtype> x_, cont_, static_, h_;
+  vector<Blob<Dtype>*> bottom_, top_;
+};
+
+TYPED_TEST_CASE(ApproxDropoutLSTMLayerTest, TestDtypesAndDevices);
+
+TYPED_TEST(ApproxDropoutLSTMLayerTest, TestSetUp) {
+  typedef typename TypeParam::Dtype Dtype;
+  ApproxDropoutLSTMLayer<Dtype> layer(this->Param(false));
+  layer.SetUp(this->bottom_, this->top_);
+  EXPECT_EQ(this->h_.shape(0), this->kT);
+  EXPECT_EQ(this->h_.shape(1), this->kN);
+  EXPECT_EQ(this->h_.shape(2), this->kH);
+  ASSERT_EQ(layer.blobs().size(), 3);  // W_xc, b_c, W_hc: LSTM's blobs
+  EXPECT_EQ(layer.blobs()[0]->shape(1), this->kK);
+  ASSERT_TRUE(layer.input_transform() != NULL);
+  EXPECT_EQ(layer.input_transform()->sampler().dropout_ratio(), 0.5f);
+}
+
+TYPED_TEST(ApproxDropoutLSTMLayerTest, TestRowMatchesMaskedInput) {
+  const int dps[] = {1, 2, 3, 5, 12};
+  for (int dp : dps) {
+    for (int b = 0; b < dp; b += (dp > 3 ? 2 : 1)) {
+      this->CheckAgainstMaskedLSTM(false, dp, b, false);
+    }
+  }
+}
+
+TYPED_TEST(ApproxDropoutLSTMLayerTest, TestTileMatchesMaskedWeights) {
+  const int dps[] = {1, 2, 4, 7, 15};
+  for (int dp : dps) {
+    for (int b = 0; b < dp; b += (dp > 4 ? 3 : 1)) {
+      this->CheckAgainstMaskedLSTM(true, dp, b, false);
+    }
+  }
+}
+
+TYPED_TEST(ApproxDropoutLSTMLayerTest, TestStaticInputMatches) {
+  this->CheckAgainstMaskedLSTM(false, 3, 1, true);
+  this->CheckAgainstMaskedLSTM(true, 2, 0, true);
+}
+
+TYPED_TEST(ApproxDropoutLSTMLayerTest, TestGradientRow) {
+  this->CheckGradient(false, 3, 2, false);
+}
+
+TYPED_TEST(ApproxDropoutLSTMLayerTest, TestGradientTile) {
+  this->CheckGradient(true, 4, 1, false);
+}
+
+TYPED_TEST(ApproxDropoutLSTMLayerTest, TestGradientRowWithStaticInput) {
+  this->CheckGradient(false, 2, 1, true);
+}
+
+TYPED_TEST(ApproxDropoutLSTMLayerTest, TestStatisticsRow) {
+  this->CheckStatistics(false);
+}
+
+TYPED_TEST(ApproxDropoutLSTMLayerTest, TestStatisticsTile) {
+  this->CheckStatistics(true);
+}
+
+TYPED_TEST(ApproxDropoutLSTMLayerTest, TestPhaseEqualsLSTM) {
+  typedef typename TypeParam::Dtype Dtype;
+  for (int tile = 0; tile < 2; ++tile) {
+    LayerParameter p = this->Param(tile, 0.7);
+    p.set_phase(TEST);
+    ApproxDropoutLSTMLayer<Dtype> approx(p);
+    approx.SetUp(this->bottom_, this->top_);
+    approx.Forward(this->bottom_, this->top_);
+    p.set_type("LSTM");
+    p.clear_approx_dropout_param();
+    LSTMLayer<Dtype> lstm(p);
+    Blob<Dtype> h_ref;
+    vector<Blob<Dtype>*> ref_top(1, &h_ref);
+    lstm.SetUp(this->bottom_, ref_top);
+    for (int i = 0; i < approx.blobs().size(); ++i) {
+      lstm.blobs()[i]->CopyFrom(*approx.blobs()[i]);
+    }
+    lstm.Forward(this->bottom_, ref_top);
+    for (int i = 0; i < h_ref.count(); ++i) {
+      EXPECT_NEAR(this->h_.cpu_data()[i], h_ref.cpu_data()[i], 1e-6);
+    }
+  }
+}
+
+// Bad parameters fail at setup with messages that name the layer (the
+// unrolled input transform is "<layer>_x_transform") and the parameter.
+class ApproxDropoutLSTMDeathTest : public ::testing::Test {
+ protected:
+  LayerParameter Base() {
+    LayerParameter p;
+    p.set_name("lstm1");
+    p.mutable_recurrent_param()->set_num_output(4);
+    p.mutable_approx_dropout_param()->set_dropout_ratio(0.5);
+    p.set_phase(TRAIN);
+    return p;
+  }
+  void ExpectSetupDeath(const LayerParameter& p, const std::string& message) {
+    ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+    Blob<float> x(2, 3, 12, 1), cont(2, 3, 1, 1), h;
+    vector<int> cont_shape(2);
+    cont_shape[0] = 2;
+    cont_shape[1] = 3;
+    cont.Reshape(cont_shape);
+    vector<Blob<float>*> bottom, top(1, &h);
+    bottom.push_back(&x);
+    bottom.push_back(&cont);
+    ApproxDropoutLSTMLayer<float> layer(p);
+    EXPECT_DEATH(layer.SetUp(bottom, top), message);
+  }
+};
+
+TEST_F(ApproxDropoutLSTMDeathTest, RateOne) {
+  LayerParameter p = Base();
+  p.mutable_approx_dropout_param()->set_dropout_ratio(1);
+  ExpectSetupDeath(p, "Layer lstm1_x_transform: approx_dropout_param."
+                      "dropout_ratio must be in \\[0, 1\\), got 1");
+}
+
+TEST_F(ApproxDropoutLSTMDeathTest, SideOutput) {
+  LayerParameter p = Base();
+  p.mutable_approx_dropout_param()->set_side(
+      ApproxDropoutParameter_Side_OUTPUT);
+  ExpectSetupDeath(p, "Layer lstm1: approx_dropout_param.side: "
+                      "ApproxDropoutLSTM always drops its input");
+}
+
+TEST_F(ApproxDropoutLSTMDeathTest, TileWiderThanInput) {
+  LayerParameter p = Base();
+  p.mutable_recurrent_param()->set_num_output(8);  // W_xc is 32 x 12
+  p.mutable_approx_dropout_param()->set_pattern(
+      ApproxDropoutParameter_Pattern_TILE);
+  ExpectSetupDeath(p, "Layer lstm1_x_transform: approx_dropout_param."
+                      "tile_width \\(32\\) is larger than the weight matrix's "
+                      "input size K \\(12\\)");
+}
+
+TEST_F(ApproxDropoutLSTMDeathTest, DpBeyondInputFeatures) {
+  LayerParameter p = Base();
+  ApproxDropoutParameter* ad = p.mutable_approx_dropout_param();
+  for (int i = 0; i < 12; ++i) ad->add_pattern_distribution(0);
+  ad->add_pattern_distribution(1);  // dp = 13 > 12 input features
+  ad->set_dropout_ratio(12.0 / 13);
+  ExpectSetupDeath(p, "gives dp = 13 probability 1, but the pattern acts on "
+                      "only 12 units");
+}
+
+}  // namespace caffe
