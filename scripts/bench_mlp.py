@@ -25,18 +25,13 @@ from approx_dropout import bench_results, caffe_env, caffe_time, nets  # noqa: E
 
 def time_flavours(hidden: int, rate: float, repeats: int, iterations: int,
                   gpu: int | None) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {f: [] for f in nets.FLAVOURS}
     with tempfile.TemporaryDirectory() as tmp:
         models = {}
         for flavour in nets.FLAVOURS:
             models[flavour] = Path(tmp) / f"mlp_{flavour}.prototxt"
             models[flavour].write_text(nets.mlp(flavour, (hidden, hidden), (rate, rate)))
-        for r in range(repeats):
-            order = nets.FLAVOURS[r % 3:] + nets.FLAVOURS[:r % 3]
-            for flavour in order:
-                timing = caffe_time.run(models[flavour], iterations, gpu=gpu)
-                times[flavour].append(timing.iteration)
-    return times
+        timings = caffe_time.run_rotating(models, repeats, iterations, gpu)
+    return {f: [t.iteration for t in runs] for f, runs in timings.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -92,6 +92,19 @@ def run(model: Path, iterations: int = 10, phase: str = "TRAIN",
     return parse(proc.stderr)
 
 
+def run_rotating(models: dict[str, Path], repeats: int, iterations: int,
+                 gpu: int | None = None) -> dict[str, list[Timing]]:
+    """Time each model `repeats` times, rotating the order every round, so
+    that slow phases of a shared machine are spread over all of them."""
+    names = list(models)
+    timings: dict[str, list[Timing]] = {name: [] for name in names}
+    for r in range(repeats):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            timings[name].append(run(models[name], iterations, gpu=gpu))
+    return timings
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m approx_dropout.caffe_time",

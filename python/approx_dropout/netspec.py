@@ -71,3 +71,25 @@ def approx_dropout_inner_product(bottom: Any, num_output: int, dropout_ratio: fl
         approx_dropout_param=approx_dropout_param(
             dropout_ratio, pattern, side, distribution, max_dp, units),
         **layer_kwargs)
+
+
+def approx_dropout_lstm(x: Any, cont: Any, num_output: int, dropout_ratio: float = 0.5,
+                        *, pattern: str = "ROW",
+                        distribution: str | Sequence[float] | None = "bounded",
+                        max_dp: int = DEFAULT_MAX_DP,
+                        weight_filler: dict[str, Any] | None = None,
+                        bias_filler: dict[str, Any] | None = None, **layer_kwargs: Any):
+    """An ApproxDropoutLSTM top: LSTM with approximate dropout on its input x_t.
+
+    x is time-major (T x N x ...), cont is T x N, as for Caffe's LSTM.
+    ROW drops input features, TILE drops tiles of the input-to-gates weights;
+    the layer checks at setup that dp <= the number of features (or tiles).
+    """
+    caffe = caffe_env.import_caffe()
+    recurrent = {"num_output": num_output,
+                 "weight_filler": weight_filler or {"type": "uniform", "min": -0.08, "max": 0.08},
+                 "bias_filler": bias_filler or {"type": "constant", "value": 0}}
+    param = approx_dropout_param(dropout_ratio, pattern, "OUTPUT", distribution, max_dp)
+    del param["side"]  # the LSTM always drops its input; it refuses an explicit side
+    return caffe.layers.ApproxDropoutLSTM(x, cont, recurrent_param=recurrent,
+                                          approx_dropout_param=param, **layer_kwargs)

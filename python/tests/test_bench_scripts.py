@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 
@@ -52,3 +54,17 @@ def test_search_table(tmp_path):
     assert lines[4].startswith("| paper | 4 | 0.5 | 0.4970 |")
     records = json.loads((tmp_path / "t.json").read_text())
     assert [r["method"] for r in records] == ["bounded", "paper", "paper"]
+
+
+def test_bench_lstm_tiny(tmp_path):
+    proc = run("bench_lstm.py", "--hidden", "32", "--vocab", "200", "--rates", "0.5",
+               "--repeats", "1", "--iterations", "20", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "where the time goes at p = 0.5" in proc.stdout
+    result = json.loads((tmp_path / "bench_lstm.json").read_text())
+    (row,) = result["rows"]
+    assert set(row["ratio"]) == {"row", "tile"}
+    assert row["bound"] == pytest.approx(1 / (1 - 0.5 * result["gflop_reducible"] /
+                                              (result["gflop_reducible"] +
+                                               result["gflop_recurrent"])))
+    assert (tmp_path / "bench_lstm.png").stat().st_size > 0

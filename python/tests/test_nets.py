@@ -63,3 +63,62 @@ def test_rdp_train_drops_whole_neurons(caffe, tmp_path):
     net.backward()
     # dropped neurons' weights get no gradient
     assert np.all(net.params["fc2"][0].diff[dead] == 0)
+
+
+@pytest.mark.parametrize("flavour", nets.LM_FLAVOURS)
+def test_committed_lm_prototxts_are_the_generator_output(flavour):
+    assert (REPO / f"prototxt/lm_{flavour}.prototxt").read_text() == nets.lm(flavour)
+    assert (REPO / f"prototxt/lm_small_{flavour}.prototxt").read_text() == \
+        nets.lm(flavour, hidden=200)
+
+
+def small_lm(caffe, flavour, phase, tmp_path, rate=0.5):
+    path = tmp_path / f"lm_{flavour}.prototxt"
+    path.write_text(nets.lm(flavour, hidden=40, rate=rate, batch=3, steps=4, vocab=50))
+    return caffe.Net(str(path), phase)
+
+
+def test_lm_flavours_share_layer_names_and_shapes(caffe, tmp_path):
+    caffe.set_mode_cpu()
+    nets_ = {f: small_lm(caffe, f, caffe.TEST, tmp_path) for f in nets.LM_FLAVOURS}
+    shapes = {f: [(name, [p.data.shape for p in ps]) for name, ps in n.params.items()]
+              for f, n in nets_.items()}
+    assert shapes["stock"] == shapes["row"] == shapes["tile"]
+    assert [name for name, _ in shapes["stock"]] == ["embed", "lstm1", "lstm2", "decoder"]
+    with pytest.raises(ValueError, match="flavour must be one of"):
+        nets.lm("gru")
+
+
+@pytest.mark.parametrize("flavour", ["row", "tile"])
+def test_lm_test_phase_equals_stock(caffe, flavour, tmp_path):
+    caffe.set_mode_cpu()
+    stock = small_lm(caffe, "stock", caffe.TEST, tmp_path)
+    approx = small_lm(caffe, flavour, caffe.TEST, tmp_path)
+    copy_params(stock, approx)
+    words = np.random.default_rng(0).integers(0, 50, (4, 3))
+    for net in (stock, approx):
+        net.blobs["words"].data[...] = words
+        net.blobs["cont"].data[...] = 1
+        net.forward(start="embed")
+    np.testing.assert_allclose(approx.blobs["decoder"].data, stock.blobs["decoder"].data,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_row_lm_drops_the_same_input_features_at_every_time_step(caffe, tmp_path):
+    caffe.set_mode_cpu()
+    caffe.set_random_seed(5)
+    net = small_lm(caffe, "row", caffe.TRAIN, tmp_path, rate=0.7)
+    seen = []
+    for _ in range(5):
+        net.forward()
+        net.backward()
+        grad = net.blobs["embed"].diff  # steps x batch x 40, fed only to lstm1
+        dead = np.all(grad == 0, axis=(0, 1))
+        assert 0 < dead.mean() < 1
+        # one pattern (dp, b) for the whole sequence: every kept feature is
+        # live at every step and in every stream, and kept features are b mod dp
+        assert np.all(grad[:, :, ~dead] != 0)
+        kept = np.flatnonzero(~dead)
+        assert len(set(np.diff(kept))) == 1 or len(kept) == 1
+        seen.append(tuple(kept))
+    assert len(set(seen)) > 1  # a new pattern each iteration

@@ -63,3 +63,22 @@ def test_netspec_bad_arguments(caffe):
         netspec.approx_dropout_param(0.5, side="BOTH")
     with pytest.raises(SearchError, match="must be in \\[0, 1\\)"):
         netspec.approx_dropout_param(1.0)
+
+
+def test_netspec_lstm(caffe, tmp_path):
+    caffe.set_mode_cpu()
+    L = caffe.layers
+    n = caffe.NetSpec()
+    n.x, n.cont = L.DummyData(shape=[dict(dim=[5, 2, 24]), dict(dim=[5, 2])],
+                              data_filler=[dict(type="uniform"),
+                                           dict(type="constant", value=1)], ntop=2)
+    n.h = netspec.approx_dropout_lstm(n.x, n.cont, 8, 0.5)
+    n.loss = L.Reduction(n.h, loss_weight=1)
+    proto = n.to_proto()
+    layer = [x for x in proto.layer if x.name == "h"][0]
+    assert layer.type == "ApproxDropoutLSTM" and not layer.approx_dropout_param.HasField("side")
+    assert list(layer.approx_dropout_param.pattern_distribution) == [0.0, 1.0]
+    net = load(caffe, proto, tmp_path, caffe.TRAIN)
+    net.forward()
+    net.backward()
+    assert net.blobs["h"].data.shape == (5, 2, 8)
