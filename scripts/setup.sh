@@ -12,6 +12,8 @@ APT_PACKAGES=(
   libboost-regex1.74-dev libboost-python1.74-dev
   libprotobuf-dev protobuf-compiler libgoogle-glog-dev libgflags-dev
   libhdf5-dev libopenblas-dev
+  # data of the experiments: Fashion-MNIST (IDX files) and a text corpus
+  dataset-fashion-mnist python3.11-doc
 )
 
 missing=()

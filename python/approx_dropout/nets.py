@@ -23,28 +23,40 @@ def _approx_param(flavour: str, rate: float) -> str:
 
 def mlp(flavour: str, hidden: tuple[int, ...] = (2048, 2048),
         rates: tuple[float, ...] = (0.7, 0.7), batch: int = 128,
-        inputs: int = 784, classes: int = 10) -> str:
-    """784-H-...-10 MLP with dropout after each hidden ReLU, fed by DummyData.
+        inputs: int = 784, classes: int = 10,
+        sources: tuple[str, str] | None = None, test_batch: int = 100) -> str:
+    """784-H-...-10 MLP with dropout after each hidden ReLU.
 
     stock: InnerProduct -> ReLU -> Dropout; rdp / tdp: ApproxDropoutInnerProduct
     (ROW/OUTPUT or TILE) -> ReLU, which drops the same neurons' work up front
     (ReLU(0) = 0 and the 1/(1-p) scale is positive, so the order is free).
+    Fed by DummyData, or with sources = (train list, test list) by HDF5Data
+    (TRAIN shuffled, TEST in order) with an Accuracy layer in TEST.
     """
     if flavour not in FLAVOURS:
         raise ValueError(f"flavour must be one of {FLAVOURS}, got {flavour!r}")
     if len(rates) != len(hidden):
         raise ValueError("one dropout rate per hidden layer is needed")
     sizes = "-".join(str(n) for n in (inputs, *hidden, classes))
-    text = [f'# The paper\'s MLP ({sizes}, batch {batch}), {flavour} dropout '
-            f'{"/".join(f"{r:g}" for r in rates)};\n'
-            f'# DummyData input, so that `caffe time` needs no data files.\n'
-            f'name: "mlp_{flavour}"\n'
-            f'layer {{\n  name: "data" type: "DummyData" top: "data" top: "label"\n'
-            f'  dummy_data_param {{\n'
-            f'    shape {{ dim: {batch} dim: {inputs} }} '
-            f'data_filler {{ type: "uniform" min: 0 max: 1 }}\n'
-            f'    shape {{ dim: {batch} }} data_filler {{ type: "constant" value: 3 }}\n'
-            f'  }}\n}}\n']
+    head = (f'# The paper\'s MLP ({sizes}, batch {batch}), {flavour} dropout '
+            f'{"/".join(f"{r:g}" for r in rates)};\n')
+    if sources is None:
+        text = [head + f'# DummyData input, so that `caffe time` needs no data files.\n'
+                f'name: "mlp_{flavour}"\n'
+                f'layer {{\n  name: "data" type: "DummyData" top: "data" top: "label"\n'
+                f'  dummy_data_param {{\n'
+                f'    shape {{ dim: {batch} dim: {inputs} }} '
+                f'data_filler {{ type: "uniform" min: 0 max: 1 }}\n'
+                f'    shape {{ dim: {batch} }} data_filler {{ type: "constant" value: 3 }}\n'
+                f'  }}\n}}\n']
+    else:
+        text = [head + f'name: "mlp_{flavour}"\n']
+        for phase, source, size, shuffle in (("TRAIN", sources[0], batch, " shuffle: true"),
+                                             ("TEST", sources[1], test_batch, "")):
+            text.append(f'layer {{\n  name: "data" type: "HDF5Data" top: "data" top: "label" '
+                        f'include {{ phase: {phase} }}\n'
+                        f'  hdf5_data_param {{ source: "{source}" batch_size: {size}{shuffle} }}\n'
+                        f'}}\n')
     bottom = "data"
     for i, (width, rate) in enumerate(zip(hidden, rates), start=1):
         fc, relu = f"fc{i}", f"relu{i}"
@@ -62,6 +74,9 @@ def mlp(flavour: str, hidden: tuple[int, ...] = (2048, 2048),
     text.append(_fc(out, bottom, classes))
     text.append(f'layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "{out}" '
                 f'bottom: "label" top: "loss" }}\n')
+    if sources is not None:
+        text.append(f'layer {{ name: "accuracy" type: "Accuracy" bottom: "{out}" '
+                    f'bottom: "label" top: "accuracy" include {{ phase: TEST }} }}\n')
     return "".join(text)
 
 
@@ -99,7 +114,8 @@ LM_FLAVOURS = ("stock", "row", "tile")
 
 
 def lm(flavour: str, hidden: int = 1500, num_layers: int = 2, rate: float = 0.5,
-       batch: int = 20, steps: int = 35, vocab: int = 10000, init: float = 0.04) -> str:
+       batch: int = 20, steps: int = 35, vocab: int = 10000, init: float = 0.04,
+       sources: tuple[str, str] | None = None) -> str:
     """Word-level LSTM language model (Zaremba et al. 2014, the paper's Table II).
 
     stock: Embed -> Dropout -> (LSTM -> Dropout) x num_layers -> InnerProduct
@@ -107,7 +123,9 @@ def lm(flavour: str, hidden: int = 1500, num_layers: int = 2, rate: float = 0.5,
     num_layers -> ApproxDropoutInnerProduct (ROW side INPUT, or TILE) ->
     SoftmaxWithLoss: the same dropout sites (each layer's input), the same
     layer names and parameter shapes. Blobs are time-major (steps x batch);
-    DummyData feeds random words, so `caffe time` needs no data files.
+    DummyData feeds random words, so `caffe time` needs no data files, or
+    with sources = (train list, test list) HDF5Data reads the corpus of
+    approx_dropout.data_text in order (TRAIN and TEST phases).
     """
     if flavour not in LM_FLAVOURS:
         raise ValueError(f"flavour must be one of {LM_FLAVOURS}, got {flavour!r}")
@@ -118,7 +136,9 @@ def lm(flavour: str, hidden: int = 1500, num_layers: int = 2, rate: float = 0.5,
               f'  approx_dropout_param {{ dropout_ratio: {rate:g}'
               f'{" pattern: TILE" if flavour == "tile" else ""} }}\n')
     text = [f"# Word-level LSTM LM: {num_layers} x {hidden}, vocabulary {vocab}, "
-            f"batch {batch}, {steps} steps, dropout {rate:g}, {flavour};\n"
+            f"batch {batch}, {steps} steps, dropout {rate:g}, {flavour};\n"]
+    if sources is None:
+        text.append(
             f"# DummyData input (random words), so that `caffe time` needs no data files.\n"
             f'name: "lm_{flavour}"\n'
             f'layer {{\n  name: "data" type: "DummyData" top: "words" top: "cont" top: "label"\n'
@@ -129,10 +149,17 @@ def lm(flavour: str, hidden: int = 1500, num_layers: int = 2, rate: float = 0.5,
             f'data_filler {{ type: "constant" value: 1 }}\n'
             f'    shape {{ dim: {steps} dim: {batch} }} '
             f'data_filler {{ type: "uniform" min: 0 max: {vocab - 1} }}\n'
-            f'  }}\n}}\n'
-            f'layer {{\n  name: "embed" type: "Embed" bottom: "words" top: "embed"\n'
-            f'  embed_param {{ num_output: {hidden} input_dim: {vocab} bias_term: false '
-            f'weight_filler {uniform} }}\n}}\n']
+            f'  }}\n}}\n')
+    else:
+        # HDF5Data rows are time steps and columns streams: batch_size = steps
+        text.append(f'name: "lm_{flavour}"\n')
+        for phase, source in zip(("TRAIN", "TEST"), sources):
+            text.append(f'layer {{\n  name: "data" type: "HDF5Data" top: "words" top: "cont" '
+                        f'top: "label" include {{ phase: {phase} }}\n'
+                        f'  hdf5_data_param {{ source: "{source}" batch_size: {steps} }}\n}}\n')
+    text.append(f'layer {{\n  name: "embed" type: "Embed" bottom: "words" top: "embed"\n'
+                f'  embed_param {{ num_output: {hidden} input_dim: {vocab} bias_term: false '
+                f'weight_filler {uniform} }}\n}}\n')
 
     def dropout(blob: str, name: str) -> str:
         if flavour != "stock":

@@ -68,3 +68,33 @@ def test_bench_lstm_tiny(tmp_path):
                                               (result["gflop_reducible"] +
                                                result["gflop_recurrent"])))
     assert (tmp_path / "bench_lstm.png").stat().st_size > 0
+
+
+def test_exp_mlp_demo_runs_and_resumes(tmp_path):
+    args = ("demo", "--iterations", "20", "--test-every", "10", "--test-iter", "2",
+            "--out", str(tmp_path))
+    proc = run("exp_mlp.py", *args)
+    assert proc.returncode == 0, proc.stderr
+    assert "0 of 2 runs already done" in proc.stdout
+    assert "iteration 10/20" in proc.stdout  # progress lines
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert runs == ["demo_784-2048-2048-10_p0.5_rdp_s0_i20.json",
+                    "demo_784-2048-2048-10_p0.5_stock_s0_i20.json"]
+    record = json.loads((tmp_path / "runs" / runs[0]).read_text())
+    assert record["command"].startswith("scripts/exp_mlp.py demo")
+    assert [e["iteration"] for e in record["result"]["evaluations"]] == [10, 20]
+    assert 0 <= record["result"]["final_accuracy"] <= 1
+    assert (tmp_path / "mlp_demo.png").stat().st_size > 0
+    again = run("exp_mlp.py", *args)
+    assert again.returncode == 0 and "2 of 2 runs already done" in again.stdout
+    assert "RDP (bounded)" in (tmp_path / "summary.md").read_text()
+
+
+def test_exp_lstm_tiny(tmp_path):
+    proc = run("exp_lstm.py", "--iterations", "2", "--evaluations", "1", "--valid-batches", "2",
+               "--hidden", "32", "--rates", "0.5", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [r["method"] for r in summary["rows"]] == ["stock", "row", "tile"]
+    assert all(r["final_perplexity"] > 1 for r in summary["rows"])
+    assert (tmp_path / "lstm_lm.png").stat().st_size > 0

@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""MLP experiments on Fashion-MNIST: stock Dropout vs approximate dropout.
+
+  rates  the paper's Fig. 4: 784-2048-2048-10, dropout (p, p) for p in
+         0.3 / 0.5 / 0.7; stock Dropout, RDP (bounded distribution, the
+         default), RDP with the paper's searched distribution (N = 2048),
+         TDP; 3 seeds.
+  sizes  the paper's Table I: 1024x64, 1024x1024, 2048x2048, 4096x4096 at
+         (0.7, 0.7); stock, RDP, TDP; 3 seeds.
+  demo   the README's main job: 2048x2048 at (0.5, 0.5), stock vs RDP, one
+         seed, a short fixed budget; prints the comparison and saves a plot.
+
+Training: Caffe's SGD, batch 128, lr 0.01, momentum 0.9, no weight decay;
+Fashion-MNIST from Debian's dataset-fashion-mnist, converted once to HDF5.
+Each run reports test accuracy (all 10 000 test images; final and best of
+the evaluations) and the wall time per training iteration; speedup = median
+stock time per iteration / median approx time, over the runs of this
+experiment. Runs are resumable: finished ones (out/runs/*.json) are skipped.
+
+    scripts/exp_mlp.py rates [--quick] [--seeds 0 1 2] [--iterations N]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "python"))
+
+from google.protobuf import text_format  # noqa: E402
+
+from approx_dropout import (bench_results, caffe_env, data_fashion_mnist,  # noqa: E402
+                            experiments, fill_distribution, nets, prototxt_io, train)
+from approx_dropout.data_cache import DataError  # noqa: E402
+
+EPOCH = 469  # iterations of batch 128 over 60 000 images
+SETUPS = {
+    "rates": dict(models=[(2048, 2048)], rates=[0.3, 0.5, 0.7],
+                  methods=["stock", "rdp", "rdp_paper", "tdp"], seeds=[0, 1, 2],
+                  iterations=10 * EPOCH, quick_iterations=2 * EPOCH),
+    "sizes": dict(models=[(1024, 64), (1024, 1024), (2048, 2048), (4096, 4096)],
+                  rates=[0.7], methods=["stock", "rdp", "tdp"], seeds=[0, 1, 2],
+                  iterations=10 * EPOCH, quick_iterations=2 * EPOCH),
+    "demo": dict(models=[(2048, 2048)], rates=[0.5], methods=["stock", "rdp"], seeds=[0],
+                 iterations=2000, quick_iterations=200),
+}
+LABELS = {"stock": "stock Dropout", "rdp": "RDP (bounded)", "rdp_paper": "RDP (paper dist.)",
+          "tdp": "TDP", }
+
+
+def model_name(hidden: tuple[int, ...]) -> str:
+    return "-".join(str(n) for n in (784, *hidden, 10))
+
+
+def net_text(method: str, hidden: tuple[int, int], rate: float, lists: dict[str, Path]) -> str:
+    flavour = {"stock": "stock", "rdp": "rdp", "rdp_paper": "rdp", "tdp": "tdp"}[method]
+    text = nets.mlp(flavour, hidden, (rate,) * len(hidden),
+                    sources=(str(lists["train"]), str(lists["test"])))
+    if method == "rdp_paper":
+        # Algorithm 1 with N = the layer's width (the natural largest period)
+        net = text_format.Parse(text, prototxt_io.caffe_pb2().NetParameter())
+        fill_distribution.fill_distributions(net, max_dp=max(hidden), method="paper")
+        text = prototxt_io.net_to_text(net, "pattern_distribution: the paper's search")
+    return text
+
+
+def summarise(records: list[dict]) -> list[dict]:
+    """One row per (model, rate, method): accuracy over seeds, time, speedup."""
+    groups: dict[tuple, list[dict]] = {}
+    for rec in records:
+        r = rec["run"]
+        groups.setdefault((r["model"], r["rate"], r["method"]), []).append(rec)
+    rows = []
+    for (model, rate, method), recs in sorted(groups.items(), key=lambda kv: (
+            kv[0][0], kv[0][1], list(LABELS).index(kv[0][2]))):
+        final = [x["result"]["final_accuracy"] for x in recs]
+        best = [x["result"]["best_accuracy"] for x in recs]
+        spi = statistics.median(x["result"]["seconds_per_iteration"] for x in recs)
+        rows.append({"model": model, "rate": rate, "method": method, "seeds": len(recs),
+                     "final_accuracy": statistics.mean(final),
+                     "final_accuracy_std": statistics.stdev(final) if len(final) > 1 else 0.0,
+                     "best_accuracy": statistics.mean(best), "ms_per_iteration": 1e3 * spi})
+    for row in rows:
+        stock = next((s for s in rows if s["model"] == row["model"] and s["rate"] == row["rate"]
+                      and s["method"] == "stock"), None)
+        row["speedup"] = stock["ms_per_iteration"] / row["ms_per_iteration"] if stock else None
+        row["delta_pp"] = (100 * (row["final_accuracy"] - stock["final_accuracy"])
+                           if stock else None)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| model | p | method | seeds | test acc. (final) | Δ vs stock | best | ms/iter "
+             "| speedup |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        delta = "—" if r["method"] == "stock" or r["delta_pp"] is None else f"{r['delta_pp']:+.2f} pp"
+        speed = "—" if r["speedup"] is None else f"{r['speedup']:.2f}×"
+        lines.append(f"| {r['model']} | {r['rate']:g} | {LABELS[r['method']]} | {r['seeds']} | "
+                     f"{100 * r['final_accuracy']:.2f} % ± {100 * r['final_accuracy_std']:.2f} | "
+                     f"{delta} | {100 * r['best_accuracy']:.2f} % | "
+                     f"{r['ms_per_iteration']:.1f} | {speed} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], records: list[dict], path: Path, experiment: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    if experiment == "demo":
+        for rec in records:
+            ev = rec["result"]["evaluations"]
+            spi = rec["result"]["seconds_per_iteration"]
+            label = f"{LABELS[rec['run']['method']]} ({1e3 * spi:.1f} ms/iter)"
+            ax1.plot([e["iteration"] * spi for e in ev], [100 * e["accuracy"] for e in ev],
+                     marker="o", label=label)
+            ax2.plot([e["iteration"] for e in ev], [e["loss"] for e in ev], marker="o",
+                     label=label)
+        ax1.set_xlabel("training time, s")
+        ax1.set_ylabel("test accuracy, %")
+        ax2.set_xlabel("iteration")
+        ax2.set_ylabel("test loss")
+        ax1.legend()
+    else:
+        xkey = "rate" if experiment == "rates" else "model"
+        xs = sorted({r[xkey] for r in rows}, key=lambda v: (v if xkey == "rate" else
+                                                             [int(n) for n in v.split("-")]))
+        for method in LABELS:
+            sel = {r[xkey]: r for r in rows if r["method"] == method}
+            if not sel:
+                continue
+            pts = [x for x in xs if x in sel]
+            pos = [xs.index(x) for x in pts]
+            if method != "stock":
+                ax1.plot(pos, [sel[x]["speedup"] for x in pts], marker="o", label=LABELS[method])
+            ax2.errorbar(pos, [100 * sel[x]["final_accuracy"] for x in pts],
+                         yerr=[100 * sel[x]["final_accuracy_std"] for x in pts], marker="o",
+                         capsize=3, label=LABELS[method])
+        for ax in (ax1, ax2):
+            ax.set_xticks(range(len(xs)), [f"{x:g}" if xkey == "rate" else x for x in xs])
+            ax.set_xlabel("dropout rate p" if xkey == "rate" else "model")
+        ax1.axhline(1, color="k", lw=0.8)
+        ax1.set_ylabel("speedup per iteration over stock")
+        ax2.set_ylabel("test accuracy (final), %")
+        ax1.legend()
+        ax2.legend()
+    fig.suptitle(f"Fashion-MNIST MLP, {experiment}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("experiment", choices=list(SETUPS))
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer iterations and seed 0 only (a CPU-sized check)")
+    parser.add_argument("--seeds", type=int, nargs="+")
+    parser.add_argument("--iterations", type=int, help="training iterations per run")
+    parser.add_argument("--test-every", type=int, help="default: iterations / 10")
+    parser.add_argument("--test-iter", type=int, default=100,
+                        help="TEST batches of 100 per evaluation (default: all 10 000)")
+    parser.add_argument("--gpu", type=int, default=None)
+    parser.add_argument("--out", type=Path, help="default: scripts/results/mlp_<experiment> "
+                                                 "(demo: build/demo)")
+    args = parser.parse_args(argv)
+    setup = SETUPS[args.experiment]
+    iterations = args.iterations or setup["quick_iterations" if args.quick else "iterations"]
+    seeds = args.seeds or ([0] if args.quick else setup["seeds"])
+    test_every = args.test_every or max(1, iterations // 10)
+    if min(iterations, test_every, args.test_iter) < 1:
+        parser.error("--iterations, --test-every and --test-iter must be >= 1")
+    out = args.out or (REPO / "build" / "demo" if args.experiment == "demo"
+                       else REPO / "scripts" / "results" / f"mlp_{args.experiment}")
+    try:
+        lists = data_fashion_mnist.prepare()
+        caffe_env.import_caffe()
+    except (DataError, caffe_env.CaffeNotBuiltError) as err:
+        print(f"exp_mlp: error: {err}", file=sys.stderr)
+        return 1
+    runs = [experiments.Run(args.experiment, model_name(hidden), method, rate, seed, iterations)
+            for hidden in setup["models"] for rate in setup["rates"] for seed in seeds
+            for method in setup["methods"]]
+    hidden_of = {model_name(h): h for h in setup["models"]}
+
+    def train_one(run: experiments.Run, progress) -> dict:
+        text = net_text(run.method, hidden_of[run.model], run.rate, lists)
+        result = train.train(text, run.iterations, test_every, args.test_iter,
+                             train.SolverSettings(seed=run.seed), args.gpu, progress)
+        accuracies = [e.accuracy for e in result.evaluations]
+        return {**result.as_dict(), "final_accuracy": accuracies[-1],
+                "best_accuracy": max(accuracies)}
+
+    command = " ".join(["scripts/exp_mlp.py", *(argv if argv is not None else sys.argv[1:])])
+    machine = f"{bench_results.describe_machine(args.gpu)}; {platform.platform()}"
+    experiments.execute(runs, out, train_one, machine, command)
+    keys = {r.key for r in runs}
+    records = [rec for key, rec in experiments.load_runs(out).items() if key in keys]
+    rows = summarise(records)
+    table = markdown(rows)
+    print(table)
+    write = prototxt_io.write_text_atomic
+    write(out / "summary.md", f"Command: `{command}`\n\nMachine: {machine}\n\n"
+          f"{iterations} iterations per run (batch 128), seeds {seeds}.\n\n{table}")
+    write(out / "summary.json", json.dumps({"command": command, "machine": machine,
+                                            "iterations": iterations, "rows": rows}, indent=1))
+    with open(out / "runs.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["key", "model", "rate", "method", "seed", "iterations",
+                         "ms_per_iteration", "final_accuracy", "best_accuracy"])
+        for rec in records:
+            r, res = rec["run"], rec["result"]
+            writer.writerow([r["key"], r["model"], r["rate"], r["method"], r["seed"],
+                             r["iterations"], f"{1e3 * res['seconds_per_iteration']:.2f}",
+                             f"{res['final_accuracy']:.4f}", f"{res['best_accuracy']:.4f}"])
+    plot(rows, records, out / f"mlp_{args.experiment}.png", args.experiment)
+    print(f"wrote {out / 'summary.md'}, {out / 'runs.csv'} and "
+          f"{out / f'mlp_{args.experiment}.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
