@@ -103,17 +103,18 @@ def main(argv: list[str] | None = None) -> int:
                          f"{1e3 * res['seconds_per_iteration']:.0f} | {speed:.2f}× |")
     table = "\n".join(lines) + "\n"
     print(table)
+    stem = args.out / f"lstm_lm-i{iterations}"  # one set of files per budget
     prototxt_io.write_text_atomic(
-        args.out / "summary.md",
+        stem.with_suffix(".md"),
         f"Command: `{command}`\n\nMachine: {machine}\n\n{model}, {iterations} iterations "
         f"per run (batch {STREAMS} x {STEPS} steps), seed {args.seed}; corpus: "
         f"{stats['splits']['train']['tokens']} train / {stats['splits']['valid']['tokens']} "
         f"valid tokens.\n\n{table}")
-    prototxt_io.write_text_atomic(args.out / "summary.json", json.dumps(
+    prototxt_io.write_text_atomic(stem.with_suffix(".json"), json.dumps(
         {"command": command, "machine": machine, "iterations": iterations, "rows": rows},
         indent=1))
-    plot(done, model, args.rates, iterations, args.seed, args.out / "lstm_lm.png")
-    print(f"wrote {args.out / 'summary.md'} and {args.out / 'lstm_lm.png'}")
+    plot(done, model, args.rates, iterations, args.seed, stem.with_suffix(".png"))
+    print(f"wrote {stem}.md, .json and .png")
     return 0
 
 

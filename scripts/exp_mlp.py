@@ -50,7 +50,8 @@ SETUPS = {
                  iterations=2000, quick_iterations=200),
 }
 LABELS = {"stock": "stock Dropout", "rdp": "RDP (bounded)", "rdp_paper": "RDP (paper dist.)",
-          "tdp": "TDP", }
+          "tdp": "TDP"}
+COLORS = {"stock": "C0", "rdp": "C1", "rdp_paper": "C2", "tdp": "C3"}
 
 
 def model_name(hidden: tuple[int, ...]) -> str:
@@ -77,7 +78,7 @@ def summarise(records: list[dict]) -> list[dict]:
         groups.setdefault((r["model"], r["rate"], r["method"]), []).append(rec)
     rows = []
     for (model, rate, method), recs in sorted(groups.items(), key=lambda kv: (
-            kv[0][0], kv[0][1], list(LABELS).index(kv[0][2]))):
+            [int(n) for n in kv[0][0].split("-")], kv[0][1], list(LABELS).index(kv[0][2]))):
         final = [x["result"]["final_accuracy"] for x in recs]
         best = [x["result"]["best_accuracy"] for x in recs]
         spi = statistics.median(x["result"]["seconds_per_iteration"] for x in recs)
@@ -137,10 +138,11 @@ def plot(rows: list[dict], records: list[dict], path: Path, experiment: str) -> 
             pts = [x for x in xs if x in sel]
             pos = [xs.index(x) for x in pts]
             if method != "stock":
-                ax1.plot(pos, [sel[x]["speedup"] for x in pts], marker="o", label=LABELS[method])
+                ax1.plot(pos, [sel[x]["speedup"] for x in pts], marker="o",
+                         color=COLORS[method], label=LABELS[method])
             ax2.errorbar(pos, [100 * sel[x]["final_accuracy"] for x in pts],
                          yerr=[100 * sel[x]["final_accuracy_std"] for x in pts], marker="o",
-                         capsize=3, label=LABELS[method])
+                         capsize=3, color=COLORS[method], label=LABELS[method])
         for ax in (ax1, ax2):
             ax.set_xticks(range(len(xs)), [f"{x:g}" if xkey == "rate" else x for x in xs])
             ax.set_xlabel("dropout rate p" if xkey == "rate" else "model")
@@ -162,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="fewer iterations and seed 0 only (a CPU-sized check)")
     parser.add_argument("--seeds", type=int, nargs="+")
+    parser.add_argument("--rates", type=float, nargs="+", help="only these of the setup's rates")
+    parser.add_argument("--methods", nargs="+", choices=list(LABELS),
+                        help="only these of the setup's methods")
     parser.add_argument("--iterations", type=int, help="training iterations per run")
     parser.add_argument("--test-every", type=int, help="default: iterations / 10")
     parser.add_argument("--test-iter", type=int, default=100,
@@ -184,9 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, caffe_env.CaffeNotBuiltError) as err:
         print(f"exp_mlp: error: {err}", file=sys.stderr)
         return 1
+    rates = [r for r in setup["rates"] if args.rates is None or r in args.rates]
+    methods = [m for m in setup["methods"] if args.methods is None or m in args.methods]
+    if not rates or not methods:
+        parser.error(f"no runs: choose --rates from {setup['rates']} and --methods from "
+                     f"{setup['methods']}")
     runs = [experiments.Run(args.experiment, model_name(hidden), method, rate, seed, iterations)
-            for hidden in setup["models"] for rate in setup["rates"] for seed in seeds
-            for method in setup["methods"]]
+            for hidden in setup["models"] for rate in rates for seed in seeds
+            for method in methods]
     hidden_of = {model_name(h): h for h in setup["models"]}
 
     def train_one(run: experiments.Run, progress) -> dict:
@@ -205,12 +215,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarise(records)
     table = markdown(rows)
     print(table)
+    # one set of summary files per budget, so quick and full runs sit side by side
+    stem = f"mlp_{args.experiment}-i{iterations}"
     write = prototxt_io.write_text_atomic
-    write(out / "summary.md", f"Command: `{command}`\n\nMachine: {machine}\n\n"
+    write(out / f"{stem}.md", f"Command: `{command}`\n\nMachine: {machine}\n\n"
           f"{iterations} iterations per run (batch 128), seeds {seeds}.\n\n{table}")
-    write(out / "summary.json", json.dumps({"command": command, "machine": machine,
+    write(out / f"{stem}.json", json.dumps({"command": command, "machine": machine,
                                             "iterations": iterations, "rows": rows}, indent=1))
-    with open(out / "runs.csv", "w", newline="") as f:
+    with open(out / f"{stem}.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["key", "model", "rate", "method", "seed", "iterations",
                          "ms_per_iteration", "final_accuracy", "best_accuracy"])
@@ -219,9 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             writer.writerow([r["key"], r["model"], r["rate"], r["method"], r["seed"],
                              r["iterations"], f"{1e3 * res['seconds_per_iteration']:.2f}",
                              f"{res['final_accuracy']:.4f}", f"{res['best_accuracy']:.4f}"])
-    plot(rows, records, out / f"mlp_{args.experiment}.png", args.experiment)
-    print(f"wrote {out / 'summary.md'}, {out / 'runs.csv'} and "
-          f"{out / f'mlp_{args.experiment}.png'}")
+    plot(rows, records, out / f"{stem}.png", args.experiment)
+    print(f"wrote {out / stem}.md, .json, .csv and .png")
     return 0
 
 

@@ -84,17 +84,17 @@ def test_exp_mlp_demo_runs_and_resumes(tmp_path):
     assert record["command"].startswith("scripts/exp_mlp.py demo")
     assert [e["iteration"] for e in record["result"]["evaluations"]] == [10, 20]
     assert 0 <= record["result"]["final_accuracy"] <= 1
-    assert (tmp_path / "mlp_demo.png").stat().st_size > 0
+    assert (tmp_path / "mlp_demo-i20.png").stat().st_size > 0
     again = run("exp_mlp.py", *args)
     assert again.returncode == 0 and "2 of 2 runs already done" in again.stdout
-    assert "RDP (bounded)" in (tmp_path / "summary.md").read_text()
+    assert "RDP (bounded)" in (tmp_path / "mlp_demo-i20.md").read_text()
 
 
 def test_exp_lstm_tiny(tmp_path):
     proc = run("exp_lstm.py", "--iterations", "2", "--evaluations", "1", "--valid-batches", "2",
                "--hidden", "32", "--rates", "0.5", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "lstm_lm-i2.json").read_text())
     assert [r["method"] for r in summary["rows"]] == ["stock", "row", "tile"]
     assert all(r["final_perplexity"] > 1 for r in summary["rows"])
-    assert (tmp_path / "lstm_lm.png").stat().st_size > 0
+    assert (tmp_path / "lstm_lm-i2.png").stat().st_size > 0
