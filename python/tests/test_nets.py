@@ -36,20 +36,26 @@ def copy_params(src, dst):
             b.data[...] = a.data
 
 
+def assert_same_output(stock, approx, feed: dict, start: str, output: str):
+    """Same weights and inputs: forward from `start` (DummyData would refill
+    its tops on a full forward) and compare `output`."""
+    copy_params(stock, approx)
+    for net in (stock, approx):
+        for blob, value in feed.items():
+            net.blobs[blob].data[...] = value
+        net.forward(start=start)
+    np.testing.assert_allclose(approx.blobs[output].data, stock.blobs[output].data,
+                               rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("flavour", ["rdp", "tdp"])
 def test_test_phase_equals_stock(caffe, flavour, tmp_path):
     caffe.set_mode_cpu()
     stock = small(caffe, "stock", caffe.TEST, tmp_path)
     approx = small(caffe, flavour, caffe.TEST, tmp_path)
     assert list(stock.params) == list(approx.params) == ["fc1", "fc2", "fc3"]
-    copy_params(stock, approx)
     data = np.random.default_rng(0).uniform(0, 1, (8, 70)).astype(np.float32)
-    # DummyData refills "data" on forward, so feed fc1 by starting after it
-    for net in (stock, approx):
-        net.blobs["data"].data[...] = data
-        net.forward(start="fc1")
-    np.testing.assert_allclose(approx.blobs["fc3"].data, stock.blobs["fc3"].data,
-                               rtol=1e-5, atol=1e-6)
+    assert_same_output(stock, approx, {"data": data}, "fc1", "fc3")
 
 
 def test_rdp_train_drops_whole_neurons(caffe, tmp_path):
@@ -94,14 +100,8 @@ def test_lm_test_phase_equals_stock(caffe, flavour, tmp_path):
     caffe.set_mode_cpu()
     stock = small_lm(caffe, "stock", caffe.TEST, tmp_path)
     approx = small_lm(caffe, flavour, caffe.TEST, tmp_path)
-    copy_params(stock, approx)
     words = np.random.default_rng(0).integers(0, 50, (4, 3))
-    for net in (stock, approx):
-        net.blobs["words"].data[...] = words
-        net.blobs["cont"].data[...] = 1
-        net.forward(start="embed")
-    np.testing.assert_allclose(approx.blobs["decoder"].data, stock.blobs["decoder"].data,
-                               rtol=1e-5, atol=1e-6)
+    assert_same_output(stock, approx, {"words": words, "cont": 1}, "embed", "decoder")
 
 
 def test_row_lm_drops_the_same_input_features_at_every_time_step(caffe, tmp_path):

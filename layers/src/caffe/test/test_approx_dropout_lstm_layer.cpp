@@ -10,6 +10,7 @@
 #include "caffe/layers/approx_dropout_lstm_layer.hpp"
 #include "caffe/layers/lstm_layer.hpp"
 
+#include "caffe/test/approx_dropout_test_util.hpp"
 #include "caffe/test/test_caffe_main.hpp"
 #include "caffe/test/test_gradient_check_util.hpp"
 
@@ -202,16 +203,8 @@ class ApproxDropoutLSTMLayerTest : public MultiDeviceTest<TypeParam> {
         }
       }
     }
-    const double sigma = std::sqrt(rate * (1 - rate) / trials);
-    for (int u = 0; u < units; ++u) {
-      EXPECT_NEAR(dropped[u] / static_cast<double>(trials), rate, 3 * sigma)
-          << "unit " << u;
-    }
-    double stat = 0;
-    for (int i = 0; i < 5; ++i) {
-      stat += std::pow(dp_count[i] - k[i] * trials, 2) / (k[i] * trials);
-    }
-    EXPECT_LT(stat, 18.47) << "chi-squared, 4 degrees of freedom, p = 0.001";
+    ExpectPatternStatistics(dropped, dp_count, std::vector<double>(k, k + 5),
+                            trials, rate);
   }
 
   void CheckGradient(bool tile, int dp, int b, bool with_static) {

@@ -1,0 +1,39 @@
+#ifndef CAFFE_TEST_APPROX_DROPOUT_TEST_UTIL_HPP_
+#define CAFFE_TEST_APPROX_DROPOUT_TEST_UTIL_HPP_
+
+#include <cmath>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace caffe {
+
+// Upper 0.1 % point of the chi-squared distribution with df degrees of
+// freedom (Wilson-Hilferty); fixed seeds keep the tests deterministic.
+inline double ChiSquaredCritical(int df) {
+  const double z = 3.09, a = 2.0 / (9.0 * df);
+  return df * std::pow(1 - a + z * std::sqrt(a), 3);
+}
+
+// After `trials` sampled patterns: each unit was dropped (dropped[u] times)
+// with a frequency within 3 sigma of `rate`, and the counts of dp = 1, 2, ...
+// (dp_count) fit the distribution k (chi-squared, p = 0.001).
+inline void ExpectPatternStatistics(const std::vector<int>& dropped,
+    const std::vector<int>& dp_count, const std::vector<double>& k,
+    int trials, double rate) {
+  const double sigma = std::sqrt(rate * (1 - rate) / trials);
+  for (int u = 0; u < dropped.size(); ++u) {
+    EXPECT_NEAR(dropped[u] / static_cast<double>(trials), rate, 3 * sigma)
+        << "unit " << u;
+  }
+  double stat = 0;
+  for (int i = 0; i < k.size(); ++i) {
+    stat += std::pow(dp_count[i] - k[i] * trials, 2) / (k[i] * trials);
+  }
+  EXPECT_LT(stat, ChiSquaredCritical(k.size() - 1))
+      << "chi-squared of the dp counts, " << k.size() - 1 << " degrees of freedom";
+}
+
+}  // namespace caffe
+
+#endif  // CAFFE_TEST_APPROX_DROPOUT_TEST_UTIL_HPP_
