@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 for m in LABELS}
         stock = recs["stock"]
         for method, rec in recs.items():
-            if rec is None:
+            if rec is None or stock is None:  # not run (yet)
                 continue
             res = rec["result"]
             rel = res["final_perplexity"] / stock["result"]["final_perplexity"] - 1
