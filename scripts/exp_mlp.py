@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-every", type=int, help="default: iterations / 10")
     parser.add_argument("--test-iter", type=int, default=100,
                         help="TEST batches of 100 per evaluation (default: all 10 000)")
+    parser.add_argument("--summary-only", action="store_true",
+                        help="run nothing; summarise the runs already finished")
     parser.add_argument("--gpu", type=int, default=None)
     parser.add_argument("--out", type=Path, help="default: scripts/results/mlp_<experiment> "
                                                  "(demo: build/demo)")
@@ -209,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
 
     command = " ".join(["scripts/exp_mlp.py", *(argv if argv is not None else sys.argv[1:])])
     machine = f"{bench_results.describe_machine(args.gpu)}; {platform.platform()}"
-    experiments.execute(runs, out, train_one, machine, command)
+    if not args.summary_only:
+        experiments.execute(runs, out, train_one, machine, command)
     keys = {r.key for r in runs}
     records = [rec for key, rec in experiments.load_runs(out).items() if key in keys]
     rows = summarise(records)
