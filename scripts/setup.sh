@@ -3,11 +3,21 @@
 # the Debian build dependencies of Caffe (as root, only those missing) and a
 # Python virtual environment at .venv with the pinned packages and the
 # approx_dropout package. Safe to run again; it only adds what is missing.
+# With --cuda it also installs NVIDIA's CUDA compiler, runtime, cuBLAS and
+# cuRAND (CUDA_VERSION, default 13-0) from NVIDIA's Debian 12 repository,
+# unless nvcc is already there (docker/Dockerfile.cuda uses this).
+#   scripts/setup.sh [--cuda]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+cuda=0
+case ${1:-} in
+  --cuda) cuda=1 ;;
+  "") ;;
+  *) echo "usage: scripts/setup.sh [--cuda]" >&2; exit 2 ;;
+esac
 
 APT_PACKAGES=(
-  build-essential cmake ccache pkg-config python3-dev python3-venv
+  build-essential cmake ccache pkg-config python3-dev python3-venv ca-certificates
   libboost-system1.74-dev libboost-thread1.74-dev libboost-filesystem1.74-dev
   libboost-regex1.74-dev libboost-python1.74-dev
   libprotobuf-dev protobuf-compiler libgoogle-glog-dev libgflags-dev
@@ -31,6 +41,25 @@ if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     "${missing[@]}"
+fi
+
+if ((cuda)) && ! command -v nvcc >/dev/null && [[ ! -x /usr/local/cuda/bin/nvcc ]]; then
+  version=${CUDA_VERSION:-13-0}
+  cuda_packages=("cuda-nvcc-$version" "cuda-cudart-dev-$version"
+                 "libcublas-dev-$version" "libcurand-dev-$version")
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: error: need root to install ${cuda_packages[*]} from NVIDIA's repository" >&2
+    exit 1
+  fi
+  echo "setup: installing NVIDIA's ${cuda_packages[*]}"
+  keyring=https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64/cuda-keyring_1.1-1_all.deb
+  python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
+    "$keyring" /tmp/cuda-keyring.deb
+  dpkg -i /tmp/cuda-keyring.deb
+  rm -f /tmp/cuda-keyring.deb
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${cuda_packages[@]}"
 fi
 
 PYTHON=${PYTHON:-python3}

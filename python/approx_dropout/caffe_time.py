@@ -93,7 +93,7 @@ def run(model: Path, iterations: int = 10, phase: str = "TRAIN",
 
 
 def run_rotating(models: dict[str, Path], repeats: int, iterations: int,
-                 gpu: int | None = None) -> dict[str, list[Timing]]:
+                 gpu: int | None = None, build: Path | None = None) -> dict[str, list[Timing]]:
     """Time each model `repeats` times, rotating the order every round, so
     that slow phases of a shared machine are spread over all of them."""
     names = list(models)
@@ -101,7 +101,7 @@ def run_rotating(models: dict[str, Path], repeats: int, iterations: int,
     for r in range(repeats):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
-            timings[name].append(run(models[name], iterations, gpu=gpu))
+            timings[name].append(run(models[name], iterations, gpu=gpu, build=build))
     return timings
 
 

@@ -1,0 +1,152 @@
+"""The GPU bundle's pack and unpack-and-run path, on the CPU build.
+
+The CUDA bundle itself is packed and run in CPU mode by scripts/run_tests.sh
+after the CUDA build; these tests pin the behaviour on the (faster) CPU build:
+the library closure, the manifest, the refusals, and a CPU-mode run.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from approx_dropout import bundle_run, caffe_env, gpu_bundle
+from conftest import REPO
+
+NAME = "test-bundle"
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bundle")
+    archive = gpu_bundle.pack(caffe_env.build_dir(), out, NAME, xz_level=0)
+    return archive
+
+
+@pytest.fixture(scope="module")
+def unpacked(packed, tmp_path_factory) -> Path:
+    dest = tmp_path_factory.mktemp("unpacked")
+    with tarfile.open(packed) as tar:
+        tar.extractall(dest, filter="tar")
+    return dest / NAME
+
+
+def test_archive_has_its_sha256_and_stays_under_the_limit(packed):
+    digest, name = packed.with_name(packed.name + ".sha256").read_text().split()
+    assert name == packed.name and digest == gpu_bundle.sha256(packed)
+    assert packed.stat().st_size < gpu_bundle.DEFAULT_MAX_MIB * 2**20
+
+
+def test_bundle_is_a_build_folder_with_every_library_it_needs(unpacked):
+    for rel in gpu_bundle.ELF_FILES:
+        assert (unpacked / rel).is_file(), rel
+    libs = {p.name for p in (unpacked / "lib").iterdir()}
+    assert {"libcaffe.so", "libprotobuf.so.32", "libglog.so.1", "libopenblas.so.0"} <= libs
+    assert not [n for n in libs if gpu_bundle.is_host_library(n)]
+    for path in [unpacked / rel for rel in gpu_bundle.ELF_FILES] + sorted((unpacked / "lib").iterdir()):
+        for name in gpu_bundle.needed(path):
+            assert name in libs or gpu_bundle.is_host_library(name), (path.name, name)
+    assert (unpacked / "python/approx_dropout/bundle_run.py").is_file()
+    assert len(list((unpacked / "nets").glob("*.prototxt"))) == 4 * 3 + 3 * 3
+
+
+def test_host_library_rule():
+    for host in ("libc.so.6", "ld-linux-x86-64.so.2", "libstdc++.so.6", "libcublasLt.so.13",
+                 "libcudart.so.13", "libcurand.so.10", "libpython3.11.so.1.0"):
+        assert gpu_bundle.is_host_library(host), host
+    for ours in ("libcaffe.so", "libcurl.so.4", "libcom_err.so.2", "libcrypto.so.3",
+                 "libhdf5_serial.so.103", "libgfortran.so.5"):
+        assert not gpu_bundle.is_host_library(ours), ours
+
+
+def test_manifest_lists_every_file_with_its_hash(unpacked):
+    manifest = json.loads((unpacked / "MANIFEST.json").read_text())
+    files = {p.relative_to(unpacked).as_posix() for p in unpacked.rglob("*") if p.is_file()}
+    assert set(manifest["files"]) == files - {"MANIFEST.json"}
+    entry = manifest["files"]["tools/caffe"]
+    assert entry["sha256"] == gpu_bundle.sha256(unpacked / "tools/caffe")
+    assert bundle_run.verify(unpacked)["git_commit"] == manifest["git_commit"]
+
+
+def test_verify_refuses_a_changed_file(unpacked, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(unpacked, copy, symlinks=True)
+    with open(copy / "nets" / "mlp_1024x64_p0.7_rdp.prototxt", "a") as f:
+        f.write("# edited\n")
+    with pytest.raises(bundle_run.RunError, match="sha256 differs.*mlp_1024x64_p0.7_rdp"):
+        bundle_run.verify(copy)
+
+
+def test_pack_refuses_an_archive_over_the_limit(tmp_path):
+    with pytest.raises(gpu_bundle.BundleError, match="over the 0.5 MiB limit"):
+        gpu_bundle.pack(caffe_env.build_dir(), tmp_path, NAME, max_mib=0.5, xz_level=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pack_refuses_a_folder_that_is_not_a_build(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "approx_dropout.gpu_bundle",
+                           "--build", str(tmp_path), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "lacks lib/libcaffe.so" in proc.stderr and "scripts/build.sh --cuda" in proc.stderr
+
+
+def test_run_script_unpacks_and_runs_in_cpu_mode(packed, tmp_path):
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [str(REPO / "scripts/run_gpu_bundle.sh"), str(packed), str(out), "--cpu",
+         "--gtest-filter", "DropoutPatternSampler*:ApproxDropoutInnerProductLayerTest/0.TestForward*",
+         "--only", "mlp_1024x64*", "--repeats", "1", "--iterations", "2"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["device"] == "CPU mode"
+    assert results["gtests"]["exit_code"] == 0 and results["gtests"]["passed"] >= 3
+    (row,) = results["benchmarks"]
+    assert row["group"] == "mlp_1024x64_p0.7"
+    assert set(row["ms_per_iteration"]) == {"stock", "rdp", "tdp"}
+    assert set(row["speedup"]) == {"rdp", "tdp"}
+    assert (out / "gtest.xml").is_file() and "all passed" in (out / "run.log").read_text()
+    assert "| mlp_1024x64_p0.7 |" in (out / "results.md").read_text()
+
+
+def test_run_script_refuses_an_archive_that_does_not_match_its_sha256(packed, tmp_path):
+    copy = tmp_path / packed.name
+    data = bytearray(packed.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    shutil.copy(packed.with_name(packed.name + ".sha256"), tmp_path)
+    proc = subprocess.run([str(REPO / "scripts/run_gpu_bundle.sh"), str(copy), str(tmp_path / "o"),
+                           "--cpu"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "does not match its sha256" in proc.stderr
+
+
+def test_failing_gtests_fail_the_run(unpacked, tmp_path):
+    # a filter that matches nothing tests nothing: that must not pass
+    code = bundle_run.main(["--bundle", str(unpacked), "--out", str(tmp_path), "--cpu",
+                            "--gtest-filter", "NoSuchTest.*", "--only", "mlp_1024x64*",
+                            "--repeats", "1", "--iterations", "1"])
+    assert code == 1
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["gtests"]["passed"] == 0 and results["gtests"]["exit_code"] == 1
+
+
+def test_gpu_mode_without_a_gpu_says_so(unpacked, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
+    monkeypatch.setattr(bundle_run, "set_library_path", lambda *a: "")
+    code = bundle_run.main(["--bundle", str(unpacked), "--out", str(tmp_path / "o")])
+    assert code == 1
+    assert "use --cpu" in (tmp_path / "o" / "run.log").read_text()
+
+
+def test_gtest_filter_selects_the_device():
+    assert "ApproxDropoutLSTMLayerTest/2.*" in bundle_run.gtest_filter(cpu=False)
+    assert "/0.*" not in bundle_run.gtest_filter(cpu=False)
+    assert "ApproxDropoutInnerProductLayerTest/1.*" in bundle_run.gtest_filter(cpu=True)
+    assert "/3.*" not in bundle_run.gtest_filter(cpu=True)
