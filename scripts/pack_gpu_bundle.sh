@@ -13,7 +13,7 @@ while (($#)); do
   case $1 in
     --cuda-arch) arch=$2; shift ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "pack_gpu_bundle: error: unknown argument $1" >&2; exit 2 ;;
   esac
   shift

@@ -117,6 +117,14 @@ def gtest_filter(cpu: bool) -> str:
     return ":".join([f"{t}/{d}.*" for t in OURS for d in devices] + [DEVICE_FREE])
 
 
+def parse_gtest_output(output: str) -> tuple[int, list[str]]:
+    """(tests passed, names of failed tests) from gtest's summary."""
+    passed = re.search(r"^\[  PASSED  \] (\d+) test", output, re.M)
+    # "[  FAILED  ] Suite/2.Name, where TypeParam = ..." (not the "N tests" count line)
+    failed = re.findall(r"^\[  FAILED  \] ([A-Za-z_][\w/]*\.\w+)", output, re.M)
+    return (int(passed.group(1)) if passed else 0), sorted(set(failed))
+
+
 def run_gtests(bundle: Path, out: Path, pattern: str, log: Log, timeout: float) -> dict:
     cmd = [str(bundle / "test" / "caffe_tests"), f"--gtest_filter={pattern}",
            f"--gtest_output=xml:{out / 'gtest.xml'}"]
@@ -132,11 +140,9 @@ def run_gtests(bundle: Path, out: Path, pattern: str, log: Log, timeout: float) 
             partial = partial.decode(errors="replace")
         output, rc = f"{partial}\ntimed out after {timeout:g} s", 124
     (out / "gtest.log").write_text(output)
-    passed = re.search(r"\[  PASSED  \] (\d+) test", output)
-    failed = re.findall(r"^\[  FAILED  \] (\S+)", output, re.M)
+    passed, failed = parse_gtest_output(output)
     result = {"filter": pattern, "exit_code": rc, "seconds": round(time.perf_counter() - start, 1),
-              "passed": int(passed.group(1)) if passed else 0,
-              "failed": sorted(set(f for f in failed if "," not in f))}
+              "passed": passed, "failed": failed}
     log(f"gtests: {result['passed']} passed, {len(result['failed'])} failed, exit {rc}, "
         f"{result['seconds']} s")
     if result["passed"] == 0 and rc == 0:

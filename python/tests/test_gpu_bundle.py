@@ -150,3 +150,18 @@ def test_gtest_filter_selects_the_device():
     assert "/0.*" not in bundle_run.gtest_filter(cpu=False)
     assert "ApproxDropoutInnerProductLayerTest/1.*" in bundle_run.gtest_filter(cpu=True)
     assert "/3.*" not in bundle_run.gtest_filter(cpu=True)
+
+
+def test_gtest_summary_is_parsed():
+    output = """[==========] 5 tests from 2 test cases ran. (10 ms total)
+[  PASSED  ] 3 tests.
+[  FAILED  ] 2 tests, listed below:
+[  FAILED  ] ApproxDropoutLSTMLayerTest/2.TestGradientRow, where TypeParam = caffe::GPUDevice<float>
+[  FAILED  ] DropoutPatternSamplerTest.SeedMakesItReproducible
+
+ 2 FAILED TESTS
+"""
+    assert bundle_run.parse_gtest_output(output) == (
+        3, ["ApproxDropoutLSTMLayerTest/2.TestGradientRow",
+            "DropoutPatternSamplerTest.SeedMakesItReproducible"])
+    assert bundle_run.parse_gtest_output("Segmentation fault") == (0, [])
