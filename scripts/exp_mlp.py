@@ -146,8 +146,10 @@ def plot(rows: list[dict], records: list[dict], path: Path, experiment: str) -> 
                          yerr=[100 * sel[x]["final_accuracy_std"] for x in pts], marker="o",
                          capsize=3, color=COLORS[method], label=LABELS[method])
         for ax in (ax1, ax2):
-            ax.set_xticks(range(len(xs)), [f"{x:g}" if xkey == "rate" else x for x in xs])
-            ax.set_xlabel("dropout rate p" if xkey == "rate" else "model")
+            # models as their hidden sizes ("784-1024-64-10" -> "1024×64"), to fit
+            ax.set_xticks(range(len(xs)), [f"{x:g}" if xkey == "rate"
+                                           else "×".join(x.split("-")[1:-1]) for x in xs])
+            ax.set_xlabel("dropout rate p" if xkey == "rate" else "hidden layers (784-…-10)")
         ax1.axhline(1, color="k", lw=0.8)
         ax1.set_ylabel("speedup per iteration over stock")
         ax2.set_ylabel("test accuracy (final), %")
