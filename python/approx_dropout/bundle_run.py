@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import glob
-import hashlib
 import json
 import os
 import platform
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import TextIO
 
 from . import caffe_time
+from .gpu_bundle import sha256
 
 # Ours: the typed tests' device is the /N suffix (0, 1: CPU float/double;
 # 2, 3: GPU float/double); the sampler, search-table and death tests run once.
@@ -70,7 +70,7 @@ def verify(bundle: Path) -> dict:
         file = bundle / rel
         if not file.is_file():
             raise RunError(f"bundle file missing: {rel}")
-        if hashlib.sha256(file.read_bytes()).hexdigest() != entry["sha256"]:
+        if sha256(file) != entry["sha256"]:
             raise RunError(f"bundle file changed since packing (sha256 differs): {rel}")
     return manifest
 
