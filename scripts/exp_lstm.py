@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "python"))
 
-from approx_dropout import bench_results, caffe_env, data_text, experiments  # noqa: E402
+from approx_dropout import caffe_env, data_text, experiments  # noqa: E402
 from approx_dropout import nets, prototxt_io, train  # noqa: E402
 from approx_dropout.data_cache import DataError  # noqa: E402
 
@@ -77,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         ppl = [e.perplexity for e in result.evaluations]
         return {**result.as_dict(), "final_perplexity": ppl[-1], "best_perplexity": min(ppl)}
 
-    command = " ".join(["scripts/exp_lstm.py", *(argv if argv is not None else sys.argv[1:])])
-    machine = f"{bench_results.describe_machine(args.gpu)}; {platform.platform()}"
+    command, machine = experiments.invocation("exp_lstm.py", argv, args.gpu)
     experiments.execute(runs, args.out, train_one, machine, command)
     done = experiments.load_runs(args.out)
     lines = ["| p | method | valid perplexity (final) | vs stock | best | ms/iter | speedup |",

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import statistics
 import sys
 from pathlib import Path
@@ -34,7 +33,7 @@ sys.path.insert(0, str(REPO / "python"))
 
 from google.protobuf import text_format  # noqa: E402
 
-from approx_dropout import (bench_results, caffe_env, data_fashion_mnist,  # noqa: E402
+from approx_dropout import (caffe_env, data_fashion_mnist,  # noqa: E402
                             experiments, fill_distribution, nets, prototxt_io, train)
 from approx_dropout.data_cache import DataError  # noqa: E402
 
@@ -213,14 +212,14 @@ def main(argv: list[str] | None = None) -> int:
         return {**result.as_dict(), "final_accuracy": accuracies[-1],
                 "best_accuracy": max(accuracies)}
 
-    command = " ".join(["scripts/exp_mlp.py", *(argv if argv is not None else sys.argv[1:])])
-    machine = f"{bench_results.describe_machine(args.gpu)}; {platform.platform()}"
+    command, machine = experiments.invocation("exp_mlp.py", argv, args.gpu)
     if not args.summary_only:
         experiments.execute(runs, out, train_one, machine, command)
     keys = {r.key for r in runs}
     records = [rec for key, rec in experiments.load_runs(out).items() if key in keys]
     rows = summarise(records)
     table = markdown(rows)
+    command = experiments.producing_commands(records) or command
     print(table)
     # one set of summary files per budget, so quick and full runs sit side by side
     stem = f"mlp_{args.experiment}-i{iterations}"

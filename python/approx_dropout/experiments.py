@@ -8,6 +8,7 @@ redone; the summary is recomputed from whatever runs exist.
 from __future__ import annotations
 
 import json
+import platform
 import statistics
 import sys
 import time
@@ -15,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from .bench_results import describe_machine
 from .prototxt_io import write_text_atomic
 
 
@@ -31,6 +33,18 @@ class Run:
     def key(self) -> str:
         return (f"{self.experiment}_{self.model}_p{self.rate:g}_{self.method}"
                 f"_s{self.seed}_i{self.iterations}")
+
+
+def invocation(script: str, argv: list[str] | None, gpu: int | None) -> tuple[str, str]:
+    """(command line, machine line) recorded with every run of an experiment script."""
+    command = " ".join([f"scripts/{script}", *(argv if argv is not None else sys.argv[1:])])
+    return command, f"{describe_machine(gpu)}; {platform.platform()}"
+
+
+def producing_commands(records: Iterable[dict[str, Any]]) -> str:
+    """The command(s) that trained these runs, as recorded in them (a summary
+    made later, e.g. with --summary-only, names them, not itself)."""
+    return "`; `".join(sorted({rec["command"] for rec in records}))
 
 
 def load_runs(out: Path) -> dict[str, dict[str, Any]]:
