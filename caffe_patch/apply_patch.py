@@ -35,6 +35,11 @@ class Edit:
     replacement: str    # re.sub replacement; must contain `marker`
     marker: str         # present <=> this edit is already applied
     trees: tuple[str, ...] = (UPSTREAM, SDIST)
+    # For an edit whose content evolves (the proto message): matches the text
+    # an earlier version of this edit inserted, so that a tree patched before
+    # is brought up to date instead of being reported as already applied.
+    applied: str | None = None
+    inserted: str = ""  # what `applied` must equal to be up to date
 
 
 def _proto_message() -> str:
@@ -58,7 +63,10 @@ EDITS: tuple[Edit, ...] = (
          "the ApproxDropoutParameter message",
          r"^(message ArgMaxParameter \{\n)",
          "// " + MARK + "\n" + _proto_message().replace("\\", "\\\\") + r"\1",
-         "message ApproxDropoutParameter {"),
+         "message ApproxDropoutParameter {",
+         inserted="// " + MARK + "\n" + _proto_message(),
+         applied=r"^// " + MARK + r"\n(?:.*\n)*?message ApproxDropoutParameter \{\n"
+                 r"(?:.*\n)*?\}\n\n*"),
     Edit("src/caffe/common.cpp",
          "CUDA 13 removed cudaDeviceProp::clockRate, deviceOverlap and "
          "kernelExecTimeoutEnabled; read them with cudaDeviceGetAttribute",
@@ -167,6 +175,18 @@ def plan(root: Path) -> tuple[str, dict[Path, str], list[str]]:
                                  f"needed for {edit.reason}") from err
         text = texts[path]
         if edit.marker in text:
+            if edit.applied is not None:
+                found = re.findall(edit.applied, text, re.M)
+                if len(found) != 1:
+                    raise PatchError(
+                        f"{path}: '{edit.reason}' was applied, but its text "
+                        f"matches {len(found)} times (expected once); restore "
+                        f"the file from {tree} and configure again")
+                current = edit.inserted
+                if found[0] != current:
+                    texts[path] = text.replace(found[0], current)
+                    report.append(f"updated          {edit.path}: {edit.reason}")
+                    continue
             report.append(f"already applied  {edit.path}: {edit.reason}")
             continue
         matches = len(re.findall(edit.pattern, text, re.M))

@@ -2,11 +2,15 @@
 """MLP experiments on Fashion-MNIST: stock Dropout vs approximate dropout.
 
   rates  the paper's Fig. 4: 784-2048-2048-10, dropout (p, p) for p in
-         0.3 / 0.5 / 0.7; stock Dropout, RDP (bounded distribution, the
-         default), RDP with the paper's searched distribution (N = 2048),
-         TDP; 3 seeds.
+         0.3 / 0.5 / 0.7; stock Dropout, RDP and TDP with the layers'
+         defaults (4 batch slices; diagonal tiles), and the paper's settings
+         beside them: one pattern per batch (RDP; row-major TDP) and RDP with
+         the paper's searched distribution (N = 2048); 3 seeds.
   sizes  the paper's Table I: 1024x64, 1024x1024, 2048x2048, 4096x4096 at
-         (0.7, 0.7); stock, RDP, TDP; 3 seeds, 4 epochs (CPU budget).
+         (0.7, 0.7); stock, RDP, TDP (defaults and the paper's settings);
+         3 seeds, 4 epochs (CPU budget).
+  slices the measurement behind the default batch_slices: 2048x2048 at
+         p = 0.7, RDP and TDP with 1 ... 16 slices, 2 seeds, 2 epochs.
   demo   the README's main job: 2048x2048 at (0.5, 0.5), stock vs RDP, one
          seed, a short fixed budget; prints the comparison and saves a plot.
 
@@ -31,28 +35,37 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "python"))
 
-from google.protobuf import text_format  # noqa: E402
 
 from approx_dropout import (caffe_env, data_fashion_mnist,  # noqa: E402
-                            experiments, fill_distribution, nets, prototxt_io, train)
+                            experiments, nets, prototxt_io, train)
 from approx_dropout.data_cache import DataError  # noqa: E402
 
 EPOCH = 469  # iterations of batch 128 over 60 000 images
 SETUPS = {
     "rates": dict(models=[(2048, 2048)], rates=[0.3, 0.5, 0.7],
-                  methods=["stock", "rdp", "rdp_paper", "tdp"], seeds=[0, 1, 2],
-                  iterations=10 * EPOCH, quick_iterations=2 * EPOCH),
+                  methods=["stock", "rdp", "rdp_s1", "rdp_paper", "tdp", "tdp_s1_rowmajor"],
+                  seeds=[0, 1, 2], iterations=10 * EPOCH, quick_iterations=2 * EPOCH),
     "sizes": dict(models=[(1024, 64), (1024, 1024), (2048, 2048), (4096, 4096)],
-                  rates=[0.7], methods=["stock", "rdp", "tdp"], seeds=[0, 1, 2],
+                  rates=[0.7], methods=["stock", "rdp", "rdp_s1", "tdp", "tdp_s1_rowmajor"],
+                  seeds=[0, 1, 2],
                   # 4 epochs, not 10: the 4096x4096 stock run alone takes 0.15 s per
                   # iteration on 2 CPU cores; --iterations 4690 for the paper's budget
                   iterations=4 * EPOCH, quick_iterations=2 * EPOCH),
+    # how many batch slices: the measurement behind the layers' default
+    "slices": dict(models=[(2048, 2048)], rates=[0.7],
+                   methods=["stock", "rdp_s1", "rdp_s2", "rdp_s4", "rdp_s8", "rdp_s16",
+                            "tdp_s1", "tdp_s4", "tdp_s16", "tdp_s1_rowmajor"],
+                   seeds=[0, 1], iterations=2 * EPOCH, quick_iterations=EPOCH),
     "demo": dict(models=[(2048, 2048)], rates=[0.5], methods=["stock", "rdp"], seeds=[0],
                  iterations=2000, quick_iterations=200),
 }
-LABELS = {"stock": "stock Dropout", "rdp": "RDP (bounded)", "rdp_paper": "RDP (paper dist.)",
-          "tdp": "TDP"}
-COLORS = {"stock": "C0", "rdp": "C1", "rdp_paper": "C2", "tdp": "C3"}
+def method_order(method: str) -> tuple[int, int, str]:
+    flavour, fields, paper = nets.method_settings(method)
+    return (["stock", "rdp", "tdp"].index(flavour), int(paper), str(sorted(fields.items())))
+
+
+def color(method: str, methods: list[str]) -> str:
+    return f"C{methods.index(method) % 10}"
 
 
 def model_name(hidden: tuple[int, ...]) -> str:
@@ -60,15 +73,8 @@ def model_name(hidden: tuple[int, ...]) -> str:
 
 
 def net_text(method: str, hidden: tuple[int, int], rate: float, lists: dict[str, Path]) -> str:
-    flavour = {"stock": "stock", "rdp": "rdp", "rdp_paper": "rdp", "tdp": "tdp"}[method]
-    text = nets.mlp(flavour, hidden, (rate,) * len(hidden),
-                    sources=(str(lists["train"]), str(lists["test"])))
-    if method == "rdp_paper":
-        # Algorithm 1 with N = the layer's width (the natural largest period)
-        net = text_format.Parse(text, prototxt_io.caffe_pb2().NetParameter())
-        fill_distribution.fill_distributions(net, max_dp=max(hidden), method="paper")
-        text = prototxt_io.net_to_text(net, "pattern_distribution: the paper's search")
-    return text
+    return nets.mlp_for_method(method, hidden, (rate,) * len(hidden),
+                               sources=(str(lists["train"]), str(lists["test"])))
 
 
 def summarise(records: list[dict]) -> list[dict]:
@@ -79,7 +85,7 @@ def summarise(records: list[dict]) -> list[dict]:
         groups.setdefault((r["model"], r["rate"], r["method"]), []).append(rec)
     rows = []
     for (model, rate, method), recs in sorted(groups.items(), key=lambda kv: (
-            [int(n) for n in kv[0][0].split("-")], kv[0][1], list(LABELS).index(kv[0][2]))):
+            [int(n) for n in kv[0][0].split("-")], kv[0][1], method_order(kv[0][2]))):
         final = [x["result"]["final_accuracy"] for x in recs]
         best = [x["result"]["best_accuracy"] for x in recs]
         spi = statistics.median(x["result"]["seconds_per_iteration"] for x in recs)
@@ -102,7 +108,8 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         delta = "—" if r["method"] == "stock" or r["delta_pp"] is None else f"{r['delta_pp']:+.2f} pp"
         speed = "—" if r["speedup"] is None else f"{r['speedup']:.2f}×"
-        lines.append(f"| {r['model']} | {r['rate']:g} | {LABELS[r['method']]} | {r['seeds']} | "
+        lines.append(f"| {r['model']} | {r['rate']:g} | {nets.method_label(r['method'])} | "
+                     f"{r['seeds']} | "
                      f"{100 * r['final_accuracy']:.2f} % ± {100 * r['final_accuracy_std']:.2f} | "
                      f"{delta} | {100 * r['best_accuracy']:.2f} % | "
                      f"{r['ms_per_iteration']:.1f} | {speed} |")
@@ -118,11 +125,11 @@ def plot(rows: list[dict], records: list[dict], path: Path, experiment: str) -> 
         for rec in records:
             ev = rec["result"]["evaluations"]
             spi = rec["result"]["seconds_per_iteration"]
-            label = f"{LABELS[rec['run']['method']]} ({1e3 * spi:.1f} ms/iter)"
+            name = f"{nets.method_label(rec['run']['method'])} ({1e3 * spi:.1f} ms/iter)"
             ax1.plot([e["iteration"] * spi for e in ev], [100 * e["accuracy"] for e in ev],
-                     marker="o", label=label)
+                     marker="o", label=name)
             ax2.plot([e["iteration"] for e in ev], [e["loss"] for e in ev], marker="o",
-                     label=label)
+                     label=name)
         ax1.set_xlabel("training time, s")
         ax1.set_ylabel("test accuracy, %")
         ax2.set_xlabel("iteration")
@@ -132,7 +139,8 @@ def plot(rows: list[dict], records: list[dict], path: Path, experiment: str) -> 
         xkey = "rate" if experiment == "rates" else "model"
         xs = sorted({r[xkey] for r in rows}, key=lambda v: (v if xkey == "rate" else
                                                              [int(n) for n in v.split("-")]))
-        for method in LABELS:
+        methods = sorted({r["method"] for r in rows}, key=method_order)
+        for method in methods:
             sel = {r[xkey]: r for r in rows if r["method"] == method}
             if not sel:
                 continue
@@ -140,10 +148,10 @@ def plot(rows: list[dict], records: list[dict], path: Path, experiment: str) -> 
             pos = [xs.index(x) for x in pts]
             if method != "stock":
                 ax1.plot(pos, [sel[x]["speedup"] for x in pts], marker="o",
-                         color=COLORS[method], label=LABELS[method])
+                         color=color(method, methods), label=nets.method_label(method))
             ax2.errorbar(pos, [100 * sel[x]["final_accuracy"] for x in pts],
                          yerr=[100 * sel[x]["final_accuracy_std"] for x in pts], marker="o",
-                         capsize=3, color=COLORS[method], label=LABELS[method])
+                         capsize=3, color=color(method, methods), label=nets.method_label(method))
         for ax in (ax1, ax2):
             # models as their hidden sizes ("784-1024-64-10" -> "1024×64"), to fit
             ax.set_xticks(range(len(xs)), [f"{x:g}" if xkey == "rate"
@@ -168,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="fewer iterations and seed 0 only (a CPU-sized check)")
     parser.add_argument("--seeds", type=int, nargs="+")
     parser.add_argument("--rates", type=float, nargs="+", help="only these of the setup's rates")
-    parser.add_argument("--methods", nargs="+", choices=list(LABELS),
-                        help="only these of the setup's methods")
+    parser.add_argument("--methods", nargs="+", metavar="METHOD",
+                        help="only these of the setup's methods: " + nets.METHOD_HELP)
     parser.add_argument("--iterations", type=int, help="training iterations per run")
     parser.add_argument("--test-every", type=int, help="default: iterations / 10")
     parser.add_argument("--test-iter", type=int, default=100,

@@ -19,8 +19,17 @@ shift 2
 [[ -f $archive ]] || { echo "run_gpu_bundle: error: no archive at $archive" >&2; exit 1; }
 [[ -f $archive.sha256 ]] \
   || { echo "run_gpu_bundle: error: no $archive.sha256 beside the archive" >&2; exit 1; }
-(cd "$(dirname "$archive")" && sha256sum --quiet -c "$archive.sha256") \
-  || { echo "run_gpu_bundle: error: $archive does not match its sha256" >&2; exit 1; }
+# Hash the archive we were given and compare with the digest in the .sha256
+# file. (`sha256sum -c` would hash the file NAMED inside it instead, so a
+# renamed, tampered archive beside an intact one would pass.) The name inside
+# is ignored: the digest is checked against the very file that is unpacked.
+read -r want _ < "$archive.sha256" || true
+[[ ${want:-} =~ ^[0-9a-f]{64}$ ]] \
+  || { echo "run_gpu_bundle: error: $archive.sha256 holds no sha256 digest" >&2; exit 1; }
+got=$(sha256sum "$archive" | cut -d' ' -f1)
+[[ $got == "$want" ]] \
+  || { echo "run_gpu_bundle: error: $archive does not match its sha256 ($got, expected $want)" >&2
+       exit 1; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/approx-dropout-bundle.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 tar -C "$work" -xJf "$archive"

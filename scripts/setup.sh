@@ -52,11 +52,30 @@ if ((cuda)) && ! command -v nvcc >/dev/null && [[ ! -x /usr/local/cuda/bin/nvcc 
     exit 1
   fi
   echo "setup: installing NVIDIA's ${cuda_packages[*]}"
-  keyring=https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64/cuda-keyring_1.1-1_all.deb
+  # The keyring package installs the key apt trusts for NVIDIA's repository,
+  # so it is pinned: sha256 of cuda-keyring_1.1-1_all.deb in NVIDIA's debian12
+  # x86_64 repository, as pinned by Google's compute-gpu-installation CUDA
+  # installer (NVIDIA_KEYRING_SHA256_SUMS, debian 12) and by other published
+  # Debian 12 build scripts, which agree. If NVIDIA republishes the file, check
+  # the new one against the SHA256 in NVIDIA's repository index (Packages).
+  keyring_url=https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64/cuda-keyring_1.1-1_all.deb
+  keyring_sha256=e7f219eab6fe4819cdb5c15b98233dc3420302d9c00883219cd3d896857cf48d
+  # A private file (mktemp: mode 0600, unpredictable name): as root, a fixed
+  # /tmp path could be a link planted by another user.
+  keyring=$(mktemp "${TMPDIR:-/tmp}/cuda-keyring.XXXXXX.deb")
+  trap 'rm -f "$keyring"' EXIT
   python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
-    "$keyring" /tmp/cuda-keyring.deb
-  dpkg -i /tmp/cuda-keyring.deb
-  rm -f /tmp/cuda-keyring.deb
+    "$keyring_url" "$keyring"
+  got=$(sha256sum "$keyring" | cut -d' ' -f1)
+  if [[ $got != "$keyring_sha256" ]]; then
+    echo "setup: error: $keyring_url has sha256 $got, not the pinned $keyring_sha256;" \
+         "refusing to install it (if NVIDIA republished the keyring, check the new" \
+         "file and update keyring_sha256 in scripts/setup.sh)" >&2
+    exit 1
+  fi
+  dpkg -i "$keyring"
+  rm -f "$keyring"
+  trap - EXIT
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     "${cuda_packages[@]}"

@@ -152,10 +152,10 @@ def run_gtests(bundle: Path, out: Path, pattern: str, log: Log, timeout: float) 
 
 
 def net_groups(bundle: Path, only: list[str]) -> dict[str, dict[str, Path]]:
-    """group -> flavour -> prototxt, for nets/<group>_<flavour>.prototxt."""
+    """group -> method -> prototxt, for nets/<group>__<method>.prototxt."""
     groups: dict[str, dict[str, Path]] = {}
     for path in sorted((bundle / "nets").glob("*.prototxt")):
-        group, flavour = path.stem.rsplit("_", 1)
+        group, flavour = path.stem.split("__", 1)
         if not only or any(fnmatch.fnmatch(group, pattern) for pattern in only):
             groups.setdefault(group, {})[flavour] = path
     return groups

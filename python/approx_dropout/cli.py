@@ -11,13 +11,16 @@ import json
 import math
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from .convert_dropout import PATTERNS, convert_net
 from .fill_distribution import DEFAULT_MAX_DP, FilledLayer, fill_distributions
-from .pattern_search import METHODS, SearchError, SearchResult, pattern_rates, search
-from .prototxt_io import PrototxtError, net_to_text, read_net, write_text_atomic
+from .pattern_search import (DEFAULT_BAND, DEFAULT_RELATIVE_BAND, METHODS, SearchError,
+                             SearchResult, pattern_rates, search)
+from .prototxt_io import (PrototxtError, check_writable, locked, net_to_text, read_net_file,
+                          write_text_atomic)
 
 PROG = "approx-dropout"
 # Entries below this are summarised in the text listing (--json lists all).
@@ -51,9 +54,31 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_search_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-dp", type=_positive_int, default=DEFAULT_MAX_DP, metavar="N",
-                        help="largest pattern period dp searched (default %(default)s)")
+def _band(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _add_search_options(parser: argparse.ArgumentParser, for_layers: bool = False) -> None:
+    if for_layers:
+        # None = DEFAULT_MAX_DP, capped per layer at its units; a layer whose
+        # units the net does not reveal needs an explicit value (see
+        # fill_distribution), so the default must be told apart from it.
+        parser.add_argument("--max-dp", type=_positive_int, default=None, metavar="N",
+                            help=f"largest pattern period dp searched (default "
+                                 f"{DEFAULT_MAX_DP}); each layer caps it at the number of "
+                                 f"units its pattern acts on (num_output, input size or "
+                                 f"tiles). Needed when a layer's input size cannot be "
+                                 f"inferred from the net")
+    else:
+        parser.add_argument("--max-dp", type=_positive_int, default=DEFAULT_MAX_DP,
+                            metavar="N",
+                            help="largest pattern period dp searched (default %(default)s)")
     parser.add_argument("--method", choices=METHODS, default="bounded",
                         help="bounded: exact rate, bounded per-iteration spread, most "
                              "sub-models (default; the layers' built-in default). "
@@ -69,16 +94,20 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
                        help="step cap (default %(default)s)")
     paper.add_argument("--seed", type=int, default=0, help="seed of v's initialisation")
     bounded = parser.add_argument_group("bounded method")
-    bounded.add_argument("--band", type=float, default=0.1,
-                         help="keep periods whose rate is within this of p "
+    # The layers' own bands, from pattern_search, so the CLI follows them.
+    bounded.add_argument("--band", type=_band, default=DEFAULT_BAND,
+                         help="keep periods whose rate (dp-1)/dp is within this of p "
                               "(default %(default)s, as the layers)")
+    bounded.add_argument("--relative-band", type=_band, default=DEFAULT_RELATIVE_BAND,
+                         help="... and whose kept fraction 1/dp is within this fraction "
+                              "of 1-p (default %(default)s, as the layers)")
 
 
 def _search_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.method == "paper":
         return {"lambda1": args.lambda1, "lr": args.lr, "threshold": args.threshold,
                 "max_iter": args.max_iter, "seed": args.seed}
-    return {"band": args.band}
+    return {"band": args.band, "relative_band": args.relative_band}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,13 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "ApproxDropoutInnerProduct / ApproxDropoutLSTM layer "
                                    "(or the named ones) from its own dropout_ratio. "
                                    "Without -o the file is rewritten in place, "
-                                   "atomically, after a backup copy (NET.bak). "
+                                   "atomically, after a backup copy (NET.bak); a "
+                                   "symbolic link is written through, a read-only "
+                                   "file is refused. "
                                    "Comments and formatting are not preserved.")
     a.add_argument("net", metavar="NET.prototxt")
     a.add_argument("--layer", action="append", metavar="NAME",
                    help="only this layer (repeatable)")
     a.add_argument("-o", "--output", metavar="OUT", help="write here instead of in place")
-    _add_search_options(a)
+    _add_search_options(a, for_layers=True)
 
     c = sub.add_parser("convert", help="turn InnerProduct [-> ReLU] -> Dropout into "
                                        "ApproxDropoutInnerProduct [-> ReLU]",
@@ -125,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write the converted net")
     c.add_argument("--pattern", choices=PATTERNS, default="ROW",
                    help="ROW: drop output neurons (default); TILE: drop 32x32 weight tiles")
-    _add_search_options(c)
+    _add_search_options(c, for_layers=True)
     return parser
 
 
@@ -166,9 +197,34 @@ def _warn(messages: Sequence[str], where: str = "") -> None:
         print(f"{PROG}: warning: {where}{message}", file=sys.stderr)
 
 
-def _write(path: Path, text: str, source: Path) -> None:
-    in_place = path.exists() and source.exists() and os.path.samefile(path, source)
-    backup = write_text_atomic(path, text, backup=in_place)
+def _max_dp_flag(args: argparse.Namespace) -> str:
+    return "" if args.max_dp is None else f" --max-dp {args.max_dp}"
+
+
+def _in_place(path: Path, source: Path) -> bool:
+    return path.exists() and source.exists() and os.path.samefile(path, source)
+
+
+@contextmanager
+def _rewriting(source: Path, output: Path) -> Iterator[tuple[Any, bytes]]:
+    """Read source while holding the output's lock, until the write is done.
+
+    A read-only or otherwise unwritable output is refused before any work,
+    and the lock makes a concurrent rewrite of the same file wait for this
+    one instead of starting from the same original (which would lose one of
+    the two updates).
+    """
+    check_writable(output)
+    with locked(output):
+        yield read_net_file(source)
+
+
+def _write(path: Path, text: str, source: Path, original: bytes) -> None:
+    in_place = _in_place(path, source)
+    # In place, the file must still hold what was read: anything else means
+    # another program changed it meanwhile, and replacing it would lose that.
+    backup = write_text_atomic(path, text, backup=in_place,
+                               expect=original if in_place else None)
     print(f"wrote {path}", file=sys.stderr)
     note = f"; the original is kept as {backup}" if backup else ""
     print(f"{PROG}: note: comments and formatting of {source} are not carried over{note}",
@@ -187,21 +243,28 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     source = Path(args.net)
-    net = read_net(source)
-    filled = fill_distributions(net, args.layer, args.max_dp, args.method,
-                                _search_options(args))
-    for item in filled:
-        print(_describe_filled(item))
-        _warn(item.result.warnings, f"{item.name}: ")
-    header = (f"pattern_distribution filled by: {PROG} apply {source.name} "
-              f"--method {args.method} --max-dp {args.max_dp}")
-    _write(Path(args.output) if args.output else source, net_to_text(net, header), source)
+    output = Path(args.output) if args.output else source
+    with _rewriting(source, output) as (net, original):
+        filled = fill_distributions(net, args.layer, args.max_dp, args.method,
+                                    _search_options(args))
+        for item in filled:
+            print(_describe_filled(item))
+            _warn(item.result.warnings, f"{item.name}: ")
+        header = (f"pattern_distribution filled by: {PROG} apply {source.name} "
+                  f"--method {args.method}{_max_dp_flag(args)}")
+        _write(output, net_to_text(net, header), source, original)
     return 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
     source = Path(args.net)
-    net = read_net(source)
+    output = Path(args.output)
+    with _rewriting(source, output) as (net, original):
+        return _convert(args, source, output, net, original)
+
+
+def _convert(args: argparse.Namespace, source: Path, output: Path, net,
+             original: bytes) -> int:
     converted, report = convert_net(net, args.max_dp, args.method, args.pattern,
                                     _search_options(args))
     for name, why in report.refused:
@@ -213,8 +276,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print(f"converted {chain}: {_describe_filled(item)}")
         _warn(item.result.warnings, f"{item.name}: ")
     header = (f"Converted by: {PROG} convert {source.name} --pattern {args.pattern} "
-              f"--method {args.method} --max-dp {args.max_dp}")
-    _write(Path(args.output), net_to_text(converted, header), source)
+              f"--method {args.method}{_max_dp_flag(args)}")
+    _write(output, net_to_text(converted, header), source, original)
     return 0
 
 

@@ -14,11 +14,12 @@ The inner product keeps its layer name and parameter blobs, so a
 """
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
-from .fill_distribution import DEFAULT_MAX_DP, DistributionCache, FilledLayer, fill_layer
+from .fill_distribution import DistributionCache, FilledLayer, ShapeOracle, Units, fill_layer
 from .prototxt_io import PrototxtError, caffe_pb2
 
 PATTERNS = ("ROW", "TILE")
@@ -135,56 +136,74 @@ def _renames_are_safe(net, chain: Chain) -> str:
     return ""
 
 
-def _tile_fits(net, chain: Chain, pattern: str) -> str:
-    if pattern != "TILE":
-        return ""
-    ip = net.layer[chain.inner_product]
-    height = ip.approx_dropout_param.tile_height  # the default, 32
-    if ip.inner_product_param.num_output < height:
-        return (f"TILE needs num_output >= tile_height ({height}); "
-                f"{ip.name!r} has {ip.inner_product_param.num_output}")
+def _as_approx(layer, ratio: float, pattern_value: int):
+    """The ApproxDropoutInnerProduct that convert makes of an InnerProduct layer."""
+    approx = layer.__class__()
+    approx.CopyFrom(layer)
+    approx.type = "ApproxDropoutInnerProduct"
+    approx.approx_dropout_param.dropout_ratio = ratio
+    approx.approx_dropout_param.pattern = pattern_value
+    return approx
+
+
+def _fits(units: Units, pattern: str, name: str) -> str:
+    """Why the converted layer would not load in Caffe, or ""."""
+    if units.problem:
+        return f"{pattern} does not fit {name!r}: {units.problem}"
+    if pattern == "TILE" and units.count is None:
+        # tile_width <= K is checked by the layer; unverifiable without K
+        return (f"TILE needs tile_width <= the input size K, and {units.unknown}; "
+                f"give the net's input a shape (Input or DummyData) or use ROW")
     return ""
 
 
-def convert_net(net, max_dp: int = DEFAULT_MAX_DP, method: str = "bounded",
-                pattern: str = "ROW", options: dict[str, Any] | None = None):
+def convert_net(net, max_dp: Optional[int] = None, method: str = "bounded",
+                pattern: str = "ROW", options: dict[str, Any] | None = None,
+                base: str | os.PathLike[str] | None = None):
     """Return (converted NetParameter, ConvertReport); net is not modified.
 
+    max_dp, base: as for fill_distribution.fill_distributions. A chain whose
+    converted layer Caffe would refuse (tiles larger than the weight matrix,
+    or TILE where the input size is unknown) is refused with the reason.
     Raises PrototxtError when a chain's dropout ratio gets no distribution
     the layer would accept (see fill_distribution.fill_layer).
     """
     if pattern not in PATTERNS:
         raise PrototxtError(f"pattern must be one of {', '.join(PATTERNS)}, got {pattern!r}")
+    pattern_value = caffe_pb2().ApproxDropoutParameter.Pattern.Value(pattern)
     flow = _Dataflow(net)
+    shapes = ShapeOracle(net, base)
     report = ConvertReport()
-    chains: list[Chain] = []
+    chains: list[tuple[Chain, Units]] = []
     for d, layer in enumerate(net.layer):
         if layer.type != "Dropout":
             continue
         found = _find_chain(net, flow, d)
+        units = None
         if isinstance(found, Chain):
-            found = _renames_are_safe(net, found) or _tile_fits(net, found, pattern) or found
+            ip = net.layer[found.inner_product]
+            approx = _as_approx(ip, layer.dropout_param.dropout_ratio, pattern_value)
+            units = shapes.units(found.inner_product, approx)
+            found = (_renames_are_safe(net, found) or _fits(units, pattern, ip.name)
+                     or found)
         if isinstance(found, str):
             report.refused.append((layer.name, found))
         else:
-            chains.append(found)
+            chains.append((found, units))
     out = net.__class__()
     out.CopyFrom(net)
-    pattern_value = caffe_pb2().ApproxDropoutParameter.Pattern.Value(pattern)
     cache = DistributionCache(method, options)
-    for chain in chains:
+    for chain, units in chains:
         drop = net.layer[chain.dropout]
         ip = out.layer[chain.inner_product]
-        ip.type = "ApproxDropoutInnerProduct"
-        ip.approx_dropout_param.dropout_ratio = drop.dropout_param.dropout_ratio
-        ip.approx_dropout_param.pattern = pattern_value
+        ip.CopyFrom(_as_approx(ip, drop.dropout_param.dropout_ratio, pattern_value))
         last = out.layer[chain.relu] if chain.relu is not None else ip
         last.top[0] = drop.top[0]
-        report.filled.append(fill_layer(ip, max_dp, cache))
+        report.filled.append(fill_layer(ip, max_dp, cache, units))
         report.converted.append(" -> ".join(
             net.layer[i].name for i in (chain.inner_product, chain.relu, chain.dropout)
             if i is not None))
-    dropped = {chain.dropout for chain in chains}
+    dropped = {chain.dropout for chain, _ in chains}
     result = net.__class__()
     result.CopyFrom(out)
     del result.layer[:]

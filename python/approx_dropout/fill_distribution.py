@@ -1,14 +1,36 @@
-"""Fill pattern_distribution of a net's approximate-dropout layers (`apply`)."""
+"""Fill pattern_distribution of a net's approximate-dropout layers (`apply`).
+
+A layer refuses, at setup, a distribution with mass on a period dp larger
+than the number of units its pattern acts on, and tiles larger than its
+weight matrix. So the searched N is capped at the layer's units:
+
+| layer, pattern | units |
+|---|---|
+| ApproxDropoutInnerProduct ROW, side OUTPUT | num_output |
+| ApproxDropoutInnerProduct ROW, side INPUT | K, the input size (bottom count from axis) |
+| ApproxDropoutInnerProduct TILE | ceil(num_output / tile_height) * ceil(K / tile_width) |
+| ApproxDropoutLSTM ROW | K, the features of x_t (x count from axis 2) |
+| ApproxDropoutLSTM TILE | tiles of W_xc: ceil(4 num_output / tile_height) * ceil(K / tile_width) |
+
+K is not in the layer's parameters: it is inferred from the net
+(net_shapes). When it cannot be, and the requested N could exceed the units,
+the caller must give N explicitly (--max-dp), which is then trusted.
+"""
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
+from . import net_shapes
 from .pattern_search import LAYER_RATE_TOLERANCE, SearchError, SearchResult, search
 from .prototxt_io import PrototxtError
 
 APPROX_LAYER_TYPES = ("ApproxDropoutInnerProduct", "ApproxDropoutLSTM")
 DEFAULT_MAX_DP = 16
+ROW, TILE = 0, 1        # ApproxDropoutParameter.Pattern
+OUTPUT, INPUT = 0, 1    # ApproxDropoutParameter.Side
 
 
 @dataclass
@@ -19,18 +41,113 @@ class FilledLayer:
     note: str = ""
 
 
-def units_known_from_prototxt(layer) -> int | None:
-    """How many units the pattern acts on, where the prototxt alone says so.
+@dataclass
+class Units:
+    """How many units a layer's pattern acts on: the largest dp it accepts."""
+    count: Optional[int]   # None: depends on an input size that is unknown
+    what: str              # what they are, for messages
+    at_least: int = 1      # holds even when count is None
+    unknown: str = ""      # why count is None
+    problem: str = ""      # a setting the layer refuses whatever the distribution
 
-    ROW on the output side of an inner product acts on num_output neurons;
-    the input side, TILE and LSTM depend on the bottom's shape, which only
-    a loaded net knows (the layer checks dp <= units at setup).
-    """
+
+def _input_size(shape: Optional[net_shapes.Shape], axis: int) -> Optional[int]:
+    if shape is None or not shape:
+        return None
+    return net_shapes.count(shape, net_shapes.canonical_axis(axis, len(shape)))
+
+
+def _tiles(rows: int, k: Optional[int], param, matrix: str, unknown: str) -> Units:
+    th, tw = param.tile_height, param.tile_width
+    where = "approx_dropout_param."
+    if th < 1 or tw < 1:
+        return Units(None, "tiles", problem=f"{where}tile_height and tile_width must be >= 1")
+    if th > rows:
+        return Units(None, "tiles", problem=f"{where}tile_height ({th}) is larger than the "
+                                            f"{matrix} matrix's {rows} rows")
+    if k is not None and tw > k:
+        return Units(None, "tiles", problem=f"{where}tile_width ({tw}) is larger than the "
+                                            f"input size K ({k})")
+    tile_rows = math.ceil(rows / th)
+    if k is None:
+        return Units(None, "number of tiles", at_least=tile_rows, unknown=unknown)
+    return Units(tile_rows * math.ceil(k / tw), f"tiles ({tile_rows} x {math.ceil(k / tw)})")
+
+
+def layer_units(layer, input_shape: Optional[net_shapes.Shape] = None,
+                unknown: str = "the prototxt does not give the input's shape") -> Units:
+    """The units of an approximate-dropout layer whose first bottom has input_shape."""
     param = layer.approx_dropout_param
-    row, output = param.pattern == 0, param.side == 0  # ROW, OUTPUT
-    if layer.type == "ApproxDropoutInnerProduct" and row and output:
-        return layer.inner_product_param.num_output or None
-    return None
+    if layer.type == "ApproxDropoutLSTM":
+        rows = 4 * layer.recurrent_param.num_output
+        k = (net_shapes.count(input_shape, 2)
+             if input_shape is not None and len(input_shape) >= 2 else None)
+        if param.HasField("side") and not (param.pattern == ROW and param.side == INPUT):
+            return Units(None, "units", problem="approx_dropout_param.side: ApproxDropoutLSTM "
+                                                "always drops its input; leave side unset")
+        if rows < 4:
+            return Units(None, "units", problem="recurrent_param.num_output must be positive")
+        if param.pattern == TILE:
+            return _tiles(rows, k, param, "input-to-gates (4 num_output x K)", unknown)
+        return Units(k, "input size K", unknown=unknown)
+    ip = layer.inner_product_param
+    n = ip.num_output
+    if ip.transpose:
+        return Units(None, "units", problem="inner_product_param.transpose: true is not "
+                                            "supported by ApproxDropoutInnerProduct")
+    if n < 1:
+        return Units(None, "units", problem="inner_product_param.num_output must be positive")
+    k = _input_size(input_shape, ip.axis)
+    if param.pattern == TILE:
+        if param.side == INPUT:
+            return Units(None, "units", problem="approx_dropout_param.side: INPUT applies to "
+                                                "pattern: ROW only")
+        return _tiles(n, k, param, "weight (num_output x K)", unknown)
+    if param.side == INPUT:
+        return Units(k, "input size K", unknown=unknown)
+    return Units(n, "num_output")
+
+
+def needs_input_size(layer) -> bool:
+    """Whether the layer's units depend on its input size K."""
+    param = layer.approx_dropout_param
+    return (layer.type == "ApproxDropoutLSTM" or param.pattern == TILE
+            or param.side == INPUT)
+
+
+class ShapeOracle:
+    """Units of the layers of one net, from shapes inferred once per phase."""
+
+    def __init__(self, net, base: str | os.PathLike[str] | None = None):
+        self.net = net
+        self.base = base
+        self._shapes: dict[int, net_shapes.NetShapes] = {}
+
+    def _phase(self, phase: int) -> net_shapes.NetShapes:
+        if phase not in self._shapes:
+            self._shapes[phase] = net_shapes.infer(self.net, phase, self.base)
+        return self._shapes[phase]
+
+    def units(self, index: int, layer=None) -> Units:
+        """Units of net.layer[index] (or of layer, placed there), over both phases."""
+        layer = layer if layer is not None else self.net.layer[index]
+        if not needs_input_size(layer):
+            return layer_units(layer)
+        found: list[Units] = []
+        for phase in (net_shapes.TRAIN, net_shapes.TEST):
+            if not net_shapes.included(self.net.layer[index], phase):
+                continue
+            shapes = self._phase(phase)
+            bottoms = shapes.bottoms.get(index) or [None]
+            reasons = shapes.bottom_reasons.get(index) or ["the layer has no bottom"]
+            unknown = f"the input size of {layer.name!r} is unknown: {reasons[0]}"
+            found.append(layer_units(layer, bottoms[0], unknown))
+        if not found:
+            return layer_units(layer)
+        for units in found:
+            if units.problem or units.count is None:
+                return units
+        return min(found, key=lambda u: u.count)
 
 
 class DistributionCache:
@@ -48,14 +165,36 @@ class DistributionCache:
         return self._results[key]
 
 
-def fill_layer(layer, max_dp: int, cache: DistributionCache) -> FilledLayer:
-    """Search a distribution for the layer's dropout_ratio and store it."""
+def fill_layer(layer, max_dp: Optional[int], cache: DistributionCache,
+               units: Optional[Units] = None) -> FilledLayer:
+    """Search a distribution for the layer's dropout_ratio and store it.
+
+    max_dp None means DEFAULT_MAX_DP, which may not be used when the layer's
+    units are unknown and could be fewer; an explicit max_dp is trusted then.
+    units: from ShapeOracle; by default what the prototxt alone says.
+    """
     param = layer.approx_dropout_param
     p = param.dropout_ratio  # the float32 value the C++ layer will see
-    units = units_known_from_prototxt(layer)
-    n, note = max_dp, ""
-    if units is not None and units < max_dp:
-        n, note = units, f"max dp {max_dp} capped at num_output {units}"
+    units = units or layer_units(layer)
+    wanted = DEFAULT_MAX_DP if max_dp is None else max_dp
+    if units.problem:
+        raise PrototxtError(f"layer {layer.name}: {units.problem}; Caffe would refuse the layer")
+    n, note, capped = wanted, "", False
+    if units.count is not None:
+        if units.count < wanted:
+            n, capped = units.count, True
+            note = f"max dp {wanted} capped at {units.what} {units.count}"
+    elif wanted > units.at_least:
+        if max_dp is None:
+            raise PrototxtError(
+                f"layer {layer.name}: dp must not exceed its {units.what}, and {units.unknown}; "
+                f"pass --max-dp N with N no larger than the {units.what}")
+        note = f"{units.unknown}; max dp {wanted} as given"
+    if capped and p > (n - 1) / n:
+        # the search's own message would suggest a larger max dp, which the layer refuses
+        raise PrototxtError(
+            f"layer {layer.name}: dropout_ratio {p:.6g} cannot be reached with dp <= {n}, "
+            f"the layer's {units.what} (the largest rate is {(n - 1) / n:.6g})")
     try:
         result = cache.get(p, n)
     except SearchError as e:
@@ -65,7 +204,7 @@ def fill_layer(layer, max_dp: int, cache: DistributionCache) -> FilledLayer:
             f"layer {layer.name}: the {cache.method} search reached rate "
             f"{result.rate:.4f} for dropout_ratio {p:.6g} with dp <= {n}, more "
             f"than the {LAYER_RATE_TOLERANCE} the layer accepts; use --method "
-            f"bounded{' or a larger --max-dp' if n == max_dp else ''}")
+            f"bounded{' or a larger --max-dp' if n == wanted else ''}")
     del param.pattern_distribution[:]
     param.pattern_distribution.extend(float(k) for k in trim(result.distribution))
     return FilledLayer(layer.name, n, result, note)
@@ -80,13 +219,17 @@ def trim(k: Sequence[float]) -> list[float]:
 
 
 def fill_distributions(net, layer_names: Iterable[str] | None = None,
-                       max_dp: int = DEFAULT_MAX_DP, method: str = "bounded",
-                       options: dict[str, Any] | None = None) -> list[FilledLayer]:
+                       max_dp: Optional[int] = None, method: str = "bounded",
+                       options: dict[str, Any] | None = None,
+                       base: str | os.PathLike[str] | None = None) -> list[FilledLayer]:
     """Fill every approximate-dropout layer of net, or only the named ones.
 
+    max_dp: the largest dp searched, capped per layer at its units (None:
+    DEFAULT_MAX_DP, see fill_layer). base: the folder Caffe will run in
+    (relative HDF5Data sources are read from there to learn input sizes).
     Raises PrototxtError (and leaves net untouched) for a named layer that is
-    missing or of another type, a net without such layers, or a search whose
-    rate the layer would refuse.
+    missing or of another type, a net without such layers, a layer Caffe
+    would refuse, or a search whose rate the layer would refuse.
     """
     names = list(layer_names or [])
     if names:
@@ -109,8 +252,10 @@ def fill_distributions(net, layer_names: Iterable[str] | None = None,
             raise PrototxtError(
                 f"the net has no {' or '.join(APPROX_LAYER_TYPES)} layer")
     cache = DistributionCache(method, options)
+    oracle = ShapeOracle(net, base)
     work = net.__class__()
     work.CopyFrom(net)  # fill a copy, so that an error leaves net as it was
-    filled = [fill_layer(work.layer[i], max_dp, cache) for i in chosen]
+    filled = [fill_layer(work.layer[i], max_dp, cache, oracle.units(i)) for i in chosen]
     net.CopyFrom(work)
     return filled
+

@@ -45,6 +45,8 @@ ELF_FILES = ("lib/libcaffe.so", "tools/caffe", "test/caffe_tests", "python/caffe
 PACKAGE_DIR = Path(__file__).resolve().parent
 MLP_HIDDEN = ((1024, 64), (1024, 1024), (2048, 2048), (4096, 4096))  # paper Table I
 MLP_RATE = 0.7
+# the layers' defaults and the paper's settings (one pattern per batch, row-major tiles)
+MLP_METHODS = ("stock", "rdp", "rdp_s1", "tdp", "tdp_s1_rowmajor")
 LM_RATES = (0.3, 0.5, 0.7)                                         # paper Table II
 DEFAULT_MAX_MIB = 60.0
 
@@ -86,15 +88,16 @@ def needed(path: Path) -> list[str]:
 
 
 def benchmark_nets() -> dict[str, str]:
-    """file name -> prototxt text; names are <group>_<flavour>.prototxt."""
+    """file name -> prototxt text; names are <group>__<method>.prototxt."""
     out = {}
     for hidden in MLP_HIDDEN:
         group = f"mlp_{hidden[0]}x{hidden[1]}_p{MLP_RATE:g}"
-        for flavour in nets.FLAVOURS:
-            out[f"{group}_{flavour}.prototxt"] = nets.mlp(flavour, hidden, (MLP_RATE,) * 2)
+        for method in MLP_METHODS:
+            out[f"{group}__{method}.prototxt"] = nets.mlp_for_method(
+                method, hidden, (MLP_RATE,) * 2)
     for rate in LM_RATES:
         for flavour in nets.LM_FLAVOURS:
-            out[f"lm_2x1500_p{rate:g}_{flavour}.prototxt"] = nets.lm(flavour, rate=rate)
+            out[f"lm_2x1500_p{rate:g}__{flavour}.prototxt"] = nets.lm(flavour, rate=rate)
     return out
 
 

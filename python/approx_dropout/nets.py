@@ -7,6 +7,59 @@ from __future__ import annotations
 
 FLAVOURS = ("stock", "rdp", "tdp")
 
+# Methods of the experiments and benchmarks: a flavour plus approx_dropout_param
+# fields, so that the layers' defaults and the paper's settings sit side by side.
+METHOD_HELP = ("stock; rdp / tdp: the layers' defaults; rdp_sS / tdp_sS: S batch slices "
+               "(tdp: diagonal tiles); tdp_s1_rowmajor: the paper's TDP (row-major tiles, "
+               "one pattern per batch); rdp_paper: the paper's RDP (its searched "
+               "distribution, one pattern per batch)")
+
+
+def method_settings(method: str) -> tuple[str, dict[str, object], bool]:
+    """(nets flavour, approx_dropout_param fields, paper's distribution?) of a method."""
+    fixed = {"stock": ("stock", {}, False), "rdp": ("rdp", {}, False),
+             "tdp": ("tdp", {}, False),
+             "rdp_paper": ("rdp", {"batch_slices": 1}, True),
+             "tdp_s1_rowmajor": ("tdp", {"batch_slices": 1, "tile_order": "ROW_MAJOR"}, False)}
+    if method in fixed:
+        return fixed[method]
+    flavour, _, slices = method.partition("_s")
+    if flavour in ("rdp", "tdp") and slices.isdigit() and int(slices) >= 1:
+        return flavour, {"batch_slices": int(slices)}, False
+    raise ValueError(f"unknown method {method!r} ({METHOD_HELP})")
+
+
+def method_label(method: str) -> str:
+    named = {"stock": "stock Dropout", "rdp": "RDP (default: 4 slices)",
+             "tdp": "TDP (default: diagonal, 4 slices)",
+             "rdp_s1": "RDP, 1 pattern/batch (paper)",
+             "rdp_paper": "RDP, paper's dist., 1 pattern/batch",
+             "tdp_s1_rowmajor": "TDP, row-major, 1 pattern/batch (paper)"}
+    if method in named:
+        return named[method]
+    flavour, fields, _ = method_settings(method)
+    tiles = ", diagonal" if flavour == "tdp" else ""
+    return f"{flavour.upper()}{tiles}, {fields['batch_slices']} slices"
+
+
+
+
+def mlp_for_method(method: str, hidden: tuple[int, ...], rates: tuple[float, ...],
+                   **options) -> str:
+    """mlp() for an experiment method (see METHOD_HELP); options go to mlp()."""
+    flavour, fields, paper_distribution = method_settings(method)
+    text = mlp(flavour, hidden, rates, approx_fields=fields or None, **options)
+    if paper_distribution:
+        # Algorithm 1 with N = the widest layer (the natural largest period);
+        # imported here because it needs Caffe's generated caffe_pb2
+        from google.protobuf import text_format
+
+        from . import fill_distribution, prototxt_io
+        net = text_format.Parse(text, prototxt_io.caffe_pb2().NetParameter())
+        fill_distribution.fill_distributions(net, max_dp=max(hidden), method="paper")
+        text = prototxt_io.net_to_text(net, "pattern_distribution: the paper's search")
+    return text
+
 
 def _fc(name: str, bottom: str, num_output: int, layer_type: str = "InnerProduct",
         approx: str = "") -> str:
@@ -16,15 +69,17 @@ def _fc(name: str, bottom: str, num_output: int, layer_type: str = "InnerProduct
             f'{approx}}}\n')
 
 
-def _approx_param(flavour: str, rate: float) -> str:
+def _approx_param(flavour: str, rate: float, fields: dict[str, object] | None = None) -> str:
     pattern = "ROW side: OUTPUT" if flavour == "rdp" else "TILE"
-    return f"  approx_dropout_param {{ dropout_ratio: {rate:g} pattern: {pattern} }}\n"
+    extra = "".join(f" {name}: {value}" for name, value in (fields or {}).items())
+    return f"  approx_dropout_param {{ dropout_ratio: {rate:g} pattern: {pattern}{extra} }}\n"
 
 
 def mlp(flavour: str, hidden: tuple[int, ...] = (2048, 2048),
         rates: tuple[float, ...] = (0.7, 0.7), batch: int = 128,
         inputs: int = 784, classes: int = 10,
-        sources: tuple[str, str] | None = None, test_batch: int = 100) -> str:
+        sources: tuple[str, str] | None = None, test_batch: int = 100,
+        approx_fields: dict[str, object] | None = None) -> str:
     """784-H-...-10 MLP with dropout after each hidden ReLU.
 
     stock: InnerProduct -> ReLU -> Dropout; rdp / tdp: ApproxDropoutInnerProduct
@@ -32,6 +87,8 @@ def mlp(flavour: str, hidden: tuple[int, ...] = (2048, 2048),
     (ReLU(0) = 0 and the 1/(1-p) scale is positive, so the order is free).
     Fed by DummyData, or with sources = (train list, test list) by HDF5Data
     (TRAIN shuffled, TEST in order) with an Accuracy layer in TEST.
+    approx_fields adds approx_dropout_param fields to every approximate layer,
+    e.g. {"batch_slices": 1, "tile_order": "ROW_MAJOR"} for the paper's TDP.
     """
     if flavour not in FLAVOURS:
         raise ValueError(f"flavour must be one of {FLAVOURS}, got {flavour!r}")
@@ -67,7 +124,7 @@ def mlp(flavour: str, hidden: tuple[int, ...] = (2048, 2048),
                         f'top: "{fc}" dropout_param {{ dropout_ratio: {rate:g} }} }}\n')
         else:
             text.append(_fc(fc, bottom, width, "ApproxDropoutInnerProduct",
-                            _approx_param(flavour, rate)))
+                            _approx_param(flavour, rate, approx_fields)))
             text.append(f'layer {{ name: "{relu}" type: "ReLU" bottom: "{fc}" top: "{fc}" }}\n')
         bottom = fc
     out = f"fc{len(hidden) + 1}"
@@ -115,7 +172,8 @@ LM_FLAVOURS = ("stock", "row", "tile")
 
 def lm(flavour: str, hidden: int = 1500, num_layers: int = 2, rate: float = 0.5,
        batch: int = 20, steps: int = 35, vocab: int = 10000, init: float = 0.04,
-       sources: tuple[str, str] | None = None) -> str:
+       sources: tuple[str, str] | None = None,
+       approx_fields: dict[str, object] | None = None) -> str:
     """Word-level LSTM language model (Zaremba et al. 2014, the paper's Table II).
 
     stock: Embed -> Dropout -> (LSTM -> Dropout) x num_layers -> InnerProduct
@@ -125,16 +183,18 @@ def lm(flavour: str, hidden: int = 1500, num_layers: int = 2, rate: float = 0.5,
     layer names and parameter shapes. Blobs are time-major (steps x batch);
     DummyData feeds random words, so `caffe time` needs no data files, or
     with sources = (train list, test list) HDF5Data reads the corpus of
-    approx_dropout.data_text in order (TRAIN and TEST phases).
+    approx_dropout.data_text in order (TRAIN and TEST phases). approx_fields
+    adds approx_dropout_param fields to every approximate layer.
     """
     if flavour not in LM_FLAVOURS:
         raise ValueError(f"flavour must be one of {LM_FLAVOURS}, got {flavour!r}")
     if num_layers < 1:
         raise ValueError("num_layers must be at least 1")
     uniform = f'{{ type: "uniform" min: {-init:g} max: {init:g} }}'
+    extra = "".join(f" {name}: {value}" for name, value in (approx_fields or {}).items())
     approx = ("" if flavour == "stock" else
               f'  approx_dropout_param {{ dropout_ratio: {rate:g}'
-              f'{" pattern: TILE" if flavour == "tile" else ""} }}\n')
+              f'{" pattern: TILE" if flavour == "tile" else ""}{extra} }}\n')
     text = [f"# Word-level LSTM LM: {num_layers} x {hidden}, vocabulary {vocab}, "
             f"batch {batch}, {steps} steps, dropout {rate:g}, {flavour};\n"]
     if sources is None:

@@ -15,7 +15,9 @@ Two methods:
     everything dropped); the result carries a warning saying so.
 
 ``bounded`` (default; also the C++ layers' built-in default)
-    See :func:`bounded_search`.
+    See :func:`bounded_search`: exact rate, every iteration's dropped
+    fraction within 0.05 of p (where regular patterns allow it), and on
+    that support the most (dp, b) sub-models.
 """
 from __future__ import annotations
 
@@ -30,7 +32,12 @@ METHODS = ("bounded", "paper")
 # Tolerances shared with the C++ layer (approx_dropout_pattern.cpp).
 LAYER_RATE_TOLERANCE = 0.01   # |sum k_i r_i - dropout_ratio| the layer accepts
 LAYER_SUM_TOLERANCE = 1e-4    # |sum k_i - 1| the layer accepts
-DEFAULT_BAND = 0.1            # DefaultPatternDistribution's band
+# DefaultPatternDistribution's support: |1/dp - (1 - p)| <= min(band, relative_band (1 - p)).
+DEFAULT_BAND = 0.05           # absolute: every iteration drops within 0.05 of p
+DEFAULT_RELATIVE_BAND = 0.5   # relative: every iteration keeps (1 +- 0.5)(1 - p)
+# bounded_search's spread never exceeds max(SPREAD_BOUND, the bracketing pair's
+# spread) with the default bands (tests check it for p in [0, 0.95], N <= 4096).
+SPREAD_BOUND = 0.05
 _EPS = 1e-12                  # ties between r_i and p (C++: eps)
 _BAND_SLACK = 1e-6            # C++ receives p as float; see bounded_search
 
@@ -132,14 +139,67 @@ def pair_entropy(k: np.ndarray) -> float:
     return float(-(k[nz] * np.log(k[nz] / i[nz])).sum())
 
 
-def bounded_search(p: float, max_dp: int, band: float = DEFAULT_BAND) -> SearchResult:
+def bracket(p: float, max_dp: int) -> tuple[int, int]:
+    """(lo, hi): the largest dp whose rate is <= p and the smallest whose rate is >= p."""
+    r = pattern_rates(max_dp)
+    lo = int(np.nonzero(r <= p + _EPS)[0].max()) + 1
+    hi = int(np.nonzero(r >= p - _EPS)[0].min()) + 1
+    return lo, hi
+
+
+def bracket_spread(p: float, max_dp: int) -> float:
+    """Spread of the two-point distribution on the bracketing pair with rate p.
+
+    No distribution with rate p on dp <= max_dp has a smaller spread; below
+    p = 1/2 (dp = 1 and 2 only) it is up to 0.25, on (1/2, 2/3) up to 1/12.
+    """
+    lo, hi = bracket(p, max_dp)
+    r_lo, r_hi = (lo - 1) / lo, (hi - 1) / hi
+    return math.sqrt(max(0.0, (p - r_lo) * (r_hi - p)))
+
+
+def bounded_support(p: float, max_dp: int, band: float = DEFAULT_BAND,
+                    relative_band: float = DEFAULT_RELATIVE_BAND) -> np.ndarray:
+    """The periods (1-based, ascending, contiguous) bounded_search may use."""
+    q = 1.0 - p
+    width = min(band, relative_band * q) + _BAND_SLACK
+    i = np.arange(1, max_dp + 1, dtype=np.float64)
+    inside = np.abs(1.0 / i - q) <= width
+    lo, hi = bracket(p, max_dp)
+    if not (inside[lo - 1] and inside[hi - 1]):
+        return np.array(sorted({lo, hi}))
+    return np.nonzero(inside)[0] + 1
+
+
+def bounded_search(p: float, max_dp: int, band: float = DEFAULT_BAND,
+                   relative_band: float = DEFAULT_RELATIVE_BAND) -> SearchResult:
     r"""The default distribution: exact rate, bounded spread, most sub-models.
 
-    Support. S = {i : |r_i - p| <= band} plus the two periods that bracket p,
-    lo = max{i : r_i <= p} and hi = min{i : r_i >= p}, so that p is reachable
-    whatever the band. Every iteration then drops a fraction within band of
-    p (or between r_lo and r_hi when no r_i lies in the band: below 1/2 the
-    only periods are dp = 1 and 2).
+    Support. With q = 1 - p (the kept fraction), the band is the set of
+    periods dp whose own kept fraction 1/dp satisfies
+
+        |1/dp - q| <= min(band, relative_band * q)        (+ 1e-6, see below).
+
+    Let lo = max{i : r_i <= p} and hi = min{i : r_i >= p} be the periods
+    that bracket p. If both lie in the band, the support is the band (a run
+    of consecutive dp around 1/q); otherwise it is {lo, hi}, the least
+    spread with which p can be reached at all. Since |1/dp - q| = |r_dp - p|:
+
+    * band (0.05) bounds every iteration's dropped fraction, so the spread
+      (std of one iteration's dropped fraction) is at most 0.05, except
+      where only the bracket pair can be used: below p = 1/2 (only dp = 1
+      and 2; spread 0.245 at p = 0.3), on (1/2, 2/3) (dp = 2, 3; up to
+      1/12) and on [2/3, 3/4) where dp = 3 or 4 is more than 0.05 from p.
+      (Adding band periods to an out-of-band bracket breaks the bound:
+      p = 0.75 - 1e-9 with dp = 3, 4, 5 spreads 0.053; so does a band of
+      0.055: p = 0.745, N = 5, dp = 3, 4, 5, spread 0.054.)
+    * relative_band (0.5) keeps every iteration's kept fraction within
+      (1 +- 0.5) q. It matters above p = 0.9 only, where band alone would
+      admit dp up to N: at p = 0.95, N = 4096 about half of the iterations
+      would then keep under 1 % of the units, the rest about 10 %.
+
+    So p = 0.5 is dp = 2 always, p = 0.3 is dp = 1 (40 %) and 2 (60 %),
+    p = 0.7 is dp = 3 (60 %) and 4 (40 %), p = 0.9 spreads over dp = 7 .. 20.
 
     Objective. Among the K on S with sum_i k_i r_i = p, maximise the entropy
     of the sampled pair (dp, b):
@@ -152,42 +212,54 @@ def bounded_search(p: float, max_dp: int, band: float = DEFAULT_BAND) -> SearchR
         k_i = i exp(lambda r_i) / Z(lambda),   i in S,
 
     whose rate is increasing in lambda (its derivative is the variance of
-    r under K), so lambda is found by bisection and the rate is met to
-    machine precision. Each of the sum_{i in S} i sub-models is reachable.
+    r under K), so lambda is found by bisection (on +-64 i_max^2, beyond
+    what any p at least 1e-12 inside the support needs) and the rate is met
+    to machine precision. When p is within 1e-12 of the smallest or largest
+    rate in S (p = 0, or p = (N - 1)/N, or p = 0.75 whose support is
+    dp = 4, 5) all mass goes to that period. Each of the sum_{i in S} i
+    sub-models is reachable.
 
     The C++ layers use exactly this (DefaultPatternDistribution in
     approx_dropout_pattern.cpp) when pattern_distribution is empty; a test
-    compares the two on a table of (p, N). The C++ side sees dropout_ratio
-    as a float, hence the 1e-6 slack on the band edges.
+    compares the two on a table of (p, N). The support test uses only
+    +, -, *, / (the same bits in both languages), and its 1e-6 slack makes
+    p given as a float such as 0.7f select the support of 0.7; the weights
+    use exp, whose last bit may differ, so the table is compared within
+    1e-9.
     """
     check_inputs(p, max_dp)
-    if band < 0 or not math.isfinite(band):
-        raise SearchError(f"band must be a non-negative number, got {band}")
+    for name, value in (("band", band), ("relative band", relative_band)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) \
+                or not (math.isfinite(value) and value >= 0):
+            raise SearchError(f"{name} must be a non-negative number, got {value!r}")
     r = pattern_rates(max_dp)
     if p > r[-1] + _EPS:
         raise SearchError(
             f"dropout rate {p} cannot be reached with dp <= {max_dp}: the largest "
             f"rate is {r[-1]:.6g} (every unit but one in {max_dp}); raise the max dp")
-    lo = int(np.nonzero(r <= p + _EPS)[0].max())
-    hi = int(np.nonzero(r >= p - _EPS)[0].min())
-    in_band = np.abs(r - p) <= band + _BAND_SLACK
-    in_band[[lo, hi]] = True
-    support = np.nonzero(in_band)[0]
+    support = bounded_support(p, max_dp, band, relative_band) - 1  # 0-based
     k = np.zeros(max_dp)
-    if len(support) == 1:
+    rs = r[support]
+    if len(support) == 1 or p >= rs[-1] - _EPS:
+        k[support[-1]] = 1.0
+        return SearchResult("bounded", float(p), max_dp, k)
+    if p <= rs[0] + _EPS:
         k[support[0]] = 1.0
         return SearchResult("bounded", float(p), max_dp, k)
-    rs = r[support]
     periods = support + 1.0
 
     def weights(lam: float) -> tuple[np.ndarray, float]:
-        w = periods * np.exp(lam * rs - (lam * rs).max())
+        z = lam * rs
+        w = periods * np.exp(z - z.max())
         w /= w.sum()
         return w, float(w @ rs)
 
-    a, b = -1e4, 1e4
+    top = float(periods[-1])
+    a, b = -64.0 * top * top, 64.0 * top * top
     for _ in range(200):
         mid = 0.5 * (a + b)
+        if mid == a or mid == b:  # a, b adjacent doubles: nothing changes any more
+            break
         if weights(mid)[1] < p:
             a = mid
         else:
@@ -323,17 +395,21 @@ def check_distribution(k: Any, p: float) -> np.ndarray:
 # test_data/approx_dropout_default_distributions.txt holds bounded_search's
 # output for it, and a gtest checks DefaultPatternDistribution against it.
 TABLE_RATES = (0.0, 0.05, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.55, 0.6, 2 / 3, 0.7,
-               0.75, 0.8, 0.85, 0.9, 0.95, 0.99)
-TABLE_MAX_DP = (1, 2, 3, 4, 5, 8, 16, 64, 200)
+               0.75, 0.8, 0.85, 0.9, 0.92, 0.95, 0.97, 0.99)
+TABLE_MAX_DP = (1, 2, 3, 4, 5, 8, 16, 20, 64, 200, 4096)
+TABLE_DIGITS = 12   # k_i are written with %.12g: exp's last bit varies by CPU
 
 
 def default_distribution_table() -> str:
     """One line per (p, N): 'p N i:k_i ...' over non-zero k, or 'p N unreachable'.
 
     p is the float32 value (what a layer reads from dropout_ratio) written
-    with repr, so C++'s strtod gets the same double.
+    with repr, so C++'s strtod gets the same double. k_i is written with 12
+    significant digits: the weights go through exp, whose last bit differs
+    between libms and SIMD paths, so readers compare within 1e-9 (see
+    parse_distribution_table) and the text does not change with the machine.
     """
-    lines = ["# bounded_search(p, N) = C++ DefaultPatternDistribution(p, N).",
+    lines = ["# bounded_search(p, N) = C++ DefaultPatternDistribution(p, N), within 1e-9.",
              "# Generated by: python -m approx_dropout.pattern_search --table"]
     for p in TABLE_RATES:
         p32 = float(np.float32(p))
@@ -343,8 +419,50 @@ def default_distribution_table() -> str:
                 continue
             k = bounded_search(p32, n).distribution
             lines.append(f"{p32!r} {n} " + " ".join(
-                f"{i + 1}:{float(v)!r}" for i, v in enumerate(k) if v > 0))
+                f"{i + 1}:{float(v):.{TABLE_DIGITS}g}" for i, v in enumerate(k) if v > 0))
     return "\n".join(lines) + "\n"
+
+
+def parse_distribution_table(text: str) -> dict[tuple[float, int], dict[int, float] | None]:
+    """{(p, N): {dp: k_dp} over the non-zero k, or None where unreachable}."""
+    table: dict[tuple[float, int], dict[int, float] | None] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split()
+        try:
+            key = (float(fields[0]), int(fields[1]))
+            if fields[2:] == ["unreachable"]:
+                value = None
+            else:
+                value = {int(dp): float(v) for dp, v in
+                         (entry.split(":") for entry in fields[2:])}
+        except (IndexError, ValueError):
+            raise ValueError(f"line {number}: bad table line {line!r}") from None
+        if key in table:
+            raise ValueError(f"line {number}: duplicate (p, N) {key}")
+        table[key] = value
+    return table
+
+
+def compare_distribution_tables(expected: str, actual: str, tol: float = 1e-9) -> list[str]:
+    """Differences between two tables: keys, reachability, support, values beyond tol."""
+    a, b = parse_distribution_table(expected), parse_distribution_table(actual)
+    problems = [f"(p, N) = {key} only in the {side} table"
+                for side, x, y in (("first", a, b), ("second", b, a)) for key in x if key not in y]
+    for key in a.keys() & b.keys():
+        ka, kb = a[key], b[key]
+        if ka is None or kb is None:
+            if ka is not kb:
+                problems.append(f"{key}: unreachable in one table only")
+            continue
+        if sorted(ka) != sorted(kb):
+            problems.append(f"{key}: support {sorted(ka)} != {sorted(kb)}")
+            continue
+        for dp in ka:
+            if abs(ka[dp] - kb[dp]) > tol:
+                problems.append(f"{key}: k_{dp} {ka[dp]!r} != {kb[dp]!r}")
+    return problems
 
 
 if __name__ == "__main__":

@@ -35,7 +35,13 @@ def test_bench_mlp_tiny(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "784-256-256-10" in proc.stdout
     result = json.loads((tmp_path / "bench_mlp.json").read_text())
-    assert set(result["rows"][0]["ratio"]) == {"rdp", "tdp"}
+    assert set(result["rows"][0]["ratio"]) == {"rdp", "rdp_s1", "tdp", "tdp_s1_rowmajor"}
+
+
+def test_bench_mlp_rejects_unknown_method(tmp_path):
+    proc = run("bench_mlp.py", "--hidden", "64", "--methods", "rdp_sx", "--out", str(tmp_path))
+    assert proc.returncode == 2
+    assert "unknown method 'rdp_sx'" in proc.stderr
 
 
 def test_bench_rejects_bad_rate(tmp_path):
@@ -87,7 +93,7 @@ def test_exp_mlp_demo_runs_and_resumes(tmp_path):
     assert (tmp_path / "mlp_demo-i20.png").stat().st_size > 0
     again = run("exp_mlp.py", *args)
     assert again.returncode == 0 and "2 of 2 runs already done" in again.stdout
-    assert "RDP (bounded)" in (tmp_path / "mlp_demo-i20.md").read_text()
+    assert "RDP (default: 4 slices)" in (tmp_path / "mlp_demo-i20.md").read_text()
 
 
 def test_exp_lstm_tiny(tmp_path):

@@ -93,3 +93,41 @@ def test_modified_file_is_named_and_nothing_is_written(tree):
     assert "matches 0 times" in result.stderr
     # the proto edits come first in the plan, yet nothing was written
     assert snapshot(tree) == before
+
+
+def test_a_tree_patched_with_an_older_message_is_brought_up_to_date(tree):
+    # A build folder keeps its patched tree across commits: when the proto
+    # message gains a field, configure must update it, not report "already
+    # applied" and compile the old message.
+    proto = tree / "src/caffe/proto/caffe.proto"
+    assert apply(tree).returncode == 0
+    current = proto.read_text()
+    message = (REPO / "caffe_patch/approx_dropout_parameter.proto").read_text()
+    assert message in current
+    older = message.replace("  optional uint32 batch_slices = 7", "  // (none yet)\n"
+                            "  optional uint32 removed_field = 7")
+    assert older != message
+    proto.write_text(current.replace(message, older))
+    update = apply(tree)
+    assert update.returncode == 0, update.stderr
+    assert "updated          src/caffe/proto/caffe.proto: the ApproxDropoutParameter" \
+        in update.stdout
+    assert proto.read_text() == current
+    again = apply(tree)
+    assert "0 file(s) changed" in again.stdout
+    assert apply(tree, "--check").returncode == 0
+
+
+def test_a_mangled_applied_message_is_refused(tree):
+    proto = tree / "src/caffe/proto/caffe.proto"
+    assert apply(tree).returncode == 0
+    text = proto.read_text()
+    block = "// approx-dropout caffe_patch\n" + (
+        REPO / "caffe_patch/approx_dropout_parameter.proto").read_text()
+    assert block in text
+    proto.write_text(text.replace(block, block + block))  # inserted twice
+    before = proto.read_text()
+    result = apply(tree)
+    assert result.returncode == 2
+    assert "was applied, but its text matches" in result.stderr
+    assert proto.read_text() == before

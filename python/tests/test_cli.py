@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from approx_dropout import cli, prototxt_io
+from approx_dropout import cli, fill_distribution, prototxt_io
 from approx_dropout.pattern_search import bounded_search
 from conftest import REPO
 
@@ -44,12 +44,13 @@ def test_console_script_is_installed_and_every_command_has_help():
 def test_search_text(capsys):
     code, out, err = run(capsys, "search", "--rate", "0.7", "--max-dp", "16")
     assert code == 0 and err == ""
+    want = bounded_search(0.7, 16)  # the CLI's defaults are the layers' (and the search's)
     assert "method bounded, p = 0.7, N = 16" in out
     assert "rate              0.700000" in out
-    assert "sub-models        12" in out
+    assert f"sub-models        {want.sub_models:<8d}" in out
     assert "compute fraction  0.300000" in out
     rows = [line.split() for line in out.splitlines() if line.startswith("      ")]
-    assert [int(r[0]) for r in rows] == [3, 4, 5]
+    assert [int(r[0]) for r in rows] == [dp for dp, k in want.support() if k >= cli.LISTING_FLOOR]
 
 
 def test_search_json_paper_warns_on_stderr(capsys):
@@ -72,8 +73,8 @@ def test_apply_in_place_keeps_a_backup(capsys, rdp):
     net = prototxt_io.read_net(rdp)
     k = [layer.approx_dropout_param.pattern_distribution for layer in net.layer
          if layer.type == "ApproxDropoutInnerProduct"]
-    assert len(k) == 2 and list(k[0]) == pytest.approx(
-        bounded_search(np.float32(0.7).item(), 16).distribution[:5].tolist(), abs=1e-7)
+    want = fill_distribution.trim(bounded_search(np.float32(0.7).item(), 16).distribution)
+    assert len(k) == 2 and list(k[0]) == pytest.approx(want, abs=1e-7)
 
 
 def test_apply_to_output(capsys, rdp, tmp_path):
@@ -159,3 +160,168 @@ def test_bad_files_fail_cleanly_and_change_nothing(capsys, tmp_path, rdp):
         assert after == before, argv  # input byte-for-byte, and no new files
         if source is not None:
             assert source.exists()
+
+
+# ---- in-place rewrites: links, permissions, concurrent writers ---------------
+
+def distribution_of(path: Path, layer: str) -> list[float]:
+    net = prototxt_io.read_net(path)
+    (found,) = [x for x in net.layer if x.name == layer]
+    return list(found.approx_dropout_param.pattern_distribution)
+
+
+def test_apply_through_a_symlink_rewrites_the_file_it_points_to(capsys, rdp, tmp_path):
+    original = rdp.read_bytes()
+    link = tmp_path / "link.prototxt"
+    link.symlink_to(rdp)
+    code, _, err = run(capsys, "apply", str(link))
+    assert code == 0, err
+    assert link.is_symlink() and link.resolve() == rdp  # still the same link
+    assert distribution_of(rdp, "fc1")  # the real file got the update
+    assert (tmp_path / "rdp.prototxt.bak").read_bytes() == original
+    # and -o through a link: the link's target is written, the link stays
+    out = tmp_path / "out.prototxt"
+    out.write_text("# placeholder\n")
+    out_link = tmp_path / "out-link.prototxt"
+    out_link.symlink_to(out)
+    code, _, err = run(capsys, "apply", str(rdp), "-o", str(out_link))
+    assert code == 0, err
+    assert out_link.is_symlink() and distribution_of(out, "fc2")
+
+
+def test_in_place_rewrite_keeps_the_permissions(capsys, rdp):
+    rdp.chmod(0o640)
+    code, _, err = run(capsys, "apply", str(rdp))
+    assert code == 0, err
+    assert (rdp.stat().st_mode & 0o777) == 0o640
+    assert distribution_of(rdp, "fc1")
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+def test_read_only_target_is_refused_and_left_alone(capsys, rdp, tmp_path, in_place):
+    target = rdp if in_place else tmp_path / "out.prototxt"
+    if not in_place:
+        target.write_text("# someone's file\n")
+    target.chmod(0o444)
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    argv = ["apply", str(rdp)] + ([] if in_place else ["-o", str(target)])
+    code, out, err = run(capsys, *argv)
+    assert code == 1
+    assert err == f"approx-dropout apply: error: cannot write {target}: it is read-only " \
+                  f"(mode 0444); nothing written\n"
+    assert out == ""  # refused before any work
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert (target.stat().st_mode & 0o777) == 0o444
+
+
+def test_convert_in_place_through_the_same_path(capsys, tmp_path):
+    stock = tmp_path / "stock.prototxt"
+    shutil.copy(PROTOTXT / "mlp_bench_stock.prototxt", stock)
+    original = stock.read_bytes()
+    code, _, err = run(capsys, "convert", str(stock), "-o", str(stock))
+    assert code == 0, err
+    assert (tmp_path / "stock.prototxt.bak").read_bytes() == original
+    assert "ApproxDropoutInnerProduct" in stock.read_text()
+
+
+def test_a_net_changed_during_the_rewrite_is_not_replaced(capsys, rdp, monkeypatch):
+    """Another program (which takes no lock) writes NET while apply works."""
+    theirs = rdp.read_text().replace("dropout_ratio: 0.7", "dropout_ratio: 0.5")
+    fill = cli.fill_distributions
+
+    def fill_while_someone_edits(*args, **kwargs):
+        rdp.write_text(theirs)
+        return fill(*args, **kwargs)
+    monkeypatch.setattr(cli, "fill_distributions", fill_while_someone_edits)
+    code, _, err = run(capsys, "apply", str(rdp))
+    assert code == 1
+    assert "changed while it was being rewritten" in err and "nothing written" in err
+    assert len(err.strip().splitlines()) == 1
+    assert rdp.read_text() == theirs  # their update is kept
+    assert sorted(p.name for p in rdp.parent.iterdir()) == ["rdp.prototxt"]  # no backup, temp, lock
+
+
+CONCURRENT_CHILD = """
+import sys, time
+from pathlib import Path
+from approx_dropout import cli
+
+meet, me = Path(sys.argv[1]), sys.argv[2]
+read = cli.read_net_file
+
+def read_then_meet(path):
+    # Both runs wait here after reading, so that without a lock both would
+    # rewrite the same original; a run that cannot read yet (locked out)
+    # makes the other give up waiting after 2 s.
+    result = read(path)
+    (meet / me).touch()
+    deadline = time.monotonic() + 2
+    while len(list(meet.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return result
+
+cli.read_net_file = read_then_meet
+sys.exit(cli.main(sys.argv[3:]))
+"""
+
+
+def test_two_concurrent_applies_to_different_layers_lose_no_update(rdp, tmp_path):
+    original = rdp.read_bytes()
+    meet = tmp_path / "meet"
+    meet.mkdir()
+    procs = {layer: subprocess.Popen(
+        [sys.executable, "-c", CONCURRENT_CHILD, str(meet), layer, "apply", str(rdp),
+         "--layer", layer], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for layer in ("fc1", "fc2")}
+    results = {layer: (p.wait(timeout=120), p.stdout.read(), p.stderr.read())
+               for layer, p in procs.items()}
+    for layer, (code, out, err) in results.items():
+        # never a silent loss: a run that reports success has its update in the file
+        if code == 0:
+            assert distribution_of(rdp, layer), (layer, err)
+        else:
+            assert code == 1 and "approx-dropout apply: error: " in err, err
+    # with the lock, the second run waits for the first and both succeed
+    assert [r[0] for r in results.values()] == [0, 0], results
+    backups = sorted(p.name for p in tmp_path.iterdir() if ".bak" in p.name)
+    assert backups == ["rdp.prototxt.bak", "rdp.prototxt.bak1"]  # one each, none shared
+    assert original in {(tmp_path / b).read_bytes() for b in backups}
+    assert not list(tmp_path.glob(".rdp.prototxt*"))  # no lock or temporary left
+
+
+def test_lock_waits_and_gives_up_with_a_clear_error(tmp_path):
+    path = tmp_path / "net.prototxt"
+    path.write_text("v1")
+    with prototxt_io.locked(path):
+        with pytest.raises(prototxt_io.PrototxtError, match="another run has held"):
+            with prototxt_io.locked(path, timeout=0.2):
+                pass
+    with prototxt_io.locked(path):  # released: free again
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.prototxt"]
+
+
+def test_backup_names_are_claimed_exclusively(tmp_path):
+    path = tmp_path / "net.prototxt"
+    path.write_text("v1")
+    (tmp_path / "net.prototxt.bak").symlink_to(tmp_path / "elsewhere")  # dangling
+    saved = prototxt_io.write_text_atomic(path, "v2", backup=True)
+    assert saved == tmp_path / "net.prototxt.bak1" and saved.read_text() == "v1"
+    assert not (tmp_path / "elsewhere").exists()  # the link was not followed
+
+
+def test_apply_asks_for_max_dp_when_the_input_size_is_unknown(capsys, tmp_path):
+    net = tmp_path / "h5.prototxt"
+    net.write_text('layer { name: "data" type: "HDF5Data" top: "data" '
+                   'hdf5_data_param { source: "no-such-list.txt" batch_size: 4 } }\n'
+                   'layer { name: "fc" type: "ApproxDropoutInnerProduct" bottom: "data" top: "y" '
+                   'inner_product_param { num_output: 64 } '
+                   'approx_dropout_param { dropout_ratio: 0.5 side: INPUT } }\n')
+    before = net.read_bytes()
+    code, out, err = run(capsys, "apply", str(net))
+    assert code == 1 and net.read_bytes() == before
+    assert len(err.strip().splitlines()) == 1
+    assert "layer fc: dp must not exceed its input size K" in err and "pass --max-dp N" in err
+    code, out, err = run(capsys, "apply", str(net), "--max-dp", "4")
+    assert code == 0, err
+    assert distribution_of(net, "fc") and "--max-dp 4" in net.read_text().splitlines()[0]

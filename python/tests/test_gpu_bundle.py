@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -52,7 +53,7 @@ def test_bundle_is_a_build_folder_with_every_library_it_needs(unpacked):
         for name in gpu_bundle.needed(path):
             assert name in libs or gpu_bundle.is_host_library(name), (path.name, name)
     assert (unpacked / "python/approx_dropout/bundle_run.py").is_file()
-    assert len(list((unpacked / "nets").glob("*.prototxt"))) == 4 * 3 + 3 * 3
+    assert len(list((unpacked / "nets").glob("*.prototxt"))) == 4 * 5 + 3 * 3
 
 
 def test_host_library_rule():
@@ -76,9 +77,9 @@ def test_manifest_lists_every_file_with_its_hash(unpacked):
 def test_verify_refuses_a_changed_file(unpacked, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(unpacked, copy, symlinks=True)
-    with open(copy / "nets" / "mlp_1024x64_p0.7_rdp.prototxt", "a") as f:
+    with open(copy / "nets" / "mlp_1024x64_p0.7__rdp.prototxt", "a") as f:
         f.write("# edited\n")
-    with pytest.raises(bundle_run.RunError, match="sha256 differs.*mlp_1024x64_p0.7_rdp"):
+    with pytest.raises(bundle_run.RunError, match="sha256 differs.*mlp_1024x64_p0.7__rdp"):
         bundle_run.verify(copy)
 
 
@@ -96,21 +97,45 @@ def test_pack_refuses_a_folder_that_is_not_a_build(tmp_path):
     assert "lacks lib/libcaffe.so" in proc.stderr and "scripts/build.sh --cuda" in proc.stderr
 
 
+# A few quick tests of each layer (CPU float: typed-test index 0) plus the
+# sampler's: the run must reach the layers' own tests, not only the sampler's.
+LAYER_TESTS = ["ApproxDropoutInnerProductLayerTest/0.TestSetUp",
+               "ApproxDropoutInnerProductLayerTest/0.TestRowOutputMatchesMask",
+               "ApproxDropoutInnerProductLayerTest/0.TestTileMatchesMask",
+               "ApproxDropoutLSTMLayerTest/0.TestSetUp"]
+GTEST_FILTER = ":".join(["DropoutPatternSamplerTest.*"] + LAYER_TESTS)
+
+
+def gtest_cases(xml: Path) -> list[tuple[str, str, bool]]:
+    """(suite, test, passed) for every test gtest ran, from its XML report."""
+    ran = []
+    for case in ElementTree.parse(xml).getroot().iter("testcase"):
+        if case.get("status", "run") == "run" and case.get("result", "completed") != "skipped":
+            ran.append((case.get("classname"), case.get("name"), case.find("failure") is None))
+    return ran
+
+
 def test_run_script_unpacks_and_runs_in_cpu_mode(packed, tmp_path):
     out = tmp_path / "results"
     proc = subprocess.run(
         [str(REPO / "scripts/run_gpu_bundle.sh"), str(packed), str(out), "--cpu",
-         "--gtest-filter", "DropoutPatternSampler*:ApproxDropoutInnerProductLayerTest/0.TestForward*",
+         "--gtest-filter", GTEST_FILTER,
          "--only", "mlp_1024x64*", "--repeats", "1", "--iterations", "2"],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["device"] == "CPU mode"
-    assert results["gtests"]["exit_code"] == 0 and results["gtests"]["passed"] >= 3
+    ran = gtest_cases(out / "gtest.xml")
+    layer_tests = sorted(f"{suite}.{name}" for suite, name, _ in ran
+                         if suite.startswith("ApproxDropout"))
+    assert layer_tests == sorted(LAYER_TESTS)  # every layer test named ran, once
+    assert any(suite == "DropoutPatternSamplerTest" for suite, _, _ in ran)
+    assert all(ok for _, _, ok in ran)
+    assert results["gtests"]["exit_code"] == 0 and results["gtests"]["passed"] == len(ran)
     (row,) = results["benchmarks"]
     assert row["group"] == "mlp_1024x64_p0.7"
-    assert set(row["ms_per_iteration"]) == {"stock", "rdp", "tdp"}
-    assert set(row["speedup"]) == {"rdp", "tdp"}
+    assert set(row["ms_per_iteration"]) == {"stock", "rdp", "rdp_s1", "tdp", "tdp_s1_rowmajor"}
+    assert set(row["speedup"]) == {"rdp", "rdp_s1", "tdp", "tdp_s1_rowmajor"}
     assert (out / "gtest.xml").is_file() and "all passed" in (out / "run.log").read_text()
     assert "| mlp_1024x64_p0.7 |" in (out / "results.md").read_text()
 
@@ -125,6 +150,37 @@ def test_run_script_refuses_an_archive_that_does_not_match_its_sha256(packed, tm
                            "--cpu"], capture_output=True, text=True)
     assert proc.returncode == 1
     assert "does not match its sha256" in proc.stderr
+
+
+def test_run_script_hashes_the_archive_it_was_given_not_the_name_inside(packed, tmp_path):
+    """A tampered copy under another name, beside the intact archive, with the
+    intact archive's .sha256 (which names the intact file) must be refused."""
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    shutil.copy(packed, folder / packed.name)
+    digest_file = packed.with_name(packed.name + ".sha256")
+    data = bytearray(packed.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    evil = folder / "other-name.tar.xz"
+    evil.write_bytes(bytes(data))
+    shutil.copy(digest_file, folder / (evil.name + ".sha256"))  # still names packed.name
+    assert (folder / (evil.name + ".sha256")).read_text().split()[1] == packed.name
+    proc = subprocess.run([str(REPO / "scripts/run_gpu_bundle.sh"), str(evil),
+                           str(tmp_path / "o"), "--cpu"], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "other-name.tar.xz does not match its sha256" in proc.stderr
+    assert not (tmp_path / "o").exists()  # refused before unpacking or running anything
+
+
+@pytest.mark.parametrize("content", ["", "not-a-digest  x.tar.xz\n"])
+def test_run_script_refuses_a_sha256_file_without_a_digest(packed, tmp_path, content):
+    copy = tmp_path / packed.name
+    shutil.copy(packed, copy)
+    (tmp_path / (packed.name + ".sha256")).write_text(content)
+    proc = subprocess.run([str(REPO / "scripts/run_gpu_bundle.sh"), str(copy), str(tmp_path / "o"),
+                           "--cpu"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "holds no sha256 digest" in proc.stderr
 
 
 def test_failing_gtests_fail_the_run(unpacked, tmp_path):

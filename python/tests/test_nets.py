@@ -24,6 +24,33 @@ def test_bad_arguments_are_refused():
         nets.layer_pair("diagonal", 64, 0.5)
 
 
+def test_methods_name_their_settings():
+    assert nets.method_settings("rdp") == ("rdp", {}, False)
+    assert nets.method_settings("rdp_s8") == ("rdp", {"batch_slices": 8}, False)
+    assert nets.method_settings("tdp_s1_rowmajor") == (
+        "tdp", {"batch_slices": 1, "tile_order": "ROW_MAJOR"}, False)
+    assert nets.method_settings("rdp_paper") == ("rdp", {"batch_slices": 1}, True)
+    for bad in ("rdp_s0", "rdp_s", "tdp_sx", "bernoulli"):
+        with pytest.raises(ValueError, match="unknown method"):
+            nets.method_settings(bad)
+    assert "1 pattern/batch (paper)" in nets.method_label("rdp_s1")
+    assert nets.method_label("tdp_s16") == "TDP, diagonal, 16 slices"
+
+
+@pytest.mark.parametrize("method", ["rdp_s2", "tdp_s1_rowmajor", "rdp_paper"])
+def test_method_nets_load_with_their_settings(caffe, method, tmp_path):
+    path = tmp_path / "net.prototxt"
+    path.write_text(nets.mlp_for_method(method, (64, 40), (0.5, 0.7), batch=8, inputs=70))
+    text = path.read_text()
+    flavour, fields, paper = nets.method_settings(method)
+    for name, value in fields.items():
+        assert text.count(f"{name}: {value}") == 2
+    assert ("pattern_distribution" in text) == paper
+    net = caffe.Net(str(path), caffe.TRAIN)
+    net.forward()
+    assert net.blobs["fc1"].data.shape == (8, 64)
+
+
 def small(caffe, flavour, phase, tmp_path):
     path = tmp_path / f"{flavour}.prototxt"
     path.write_text(nets.mlp(flavour, (64, 40), (0.5, 0.7), batch=8, inputs=70))
@@ -78,9 +105,10 @@ def test_committed_lm_prototxts_are_the_generator_output(flavour):
         nets.lm(flavour, hidden=200)
 
 
-def small_lm(caffe, flavour, phase, tmp_path, rate=0.5):
+def small_lm(caffe, flavour, phase, tmp_path, rate=0.5, **fields):
     path = tmp_path / f"lm_{flavour}.prototxt"
-    path.write_text(nets.lm(flavour, hidden=40, rate=rate, batch=3, steps=4, vocab=50))
+    path.write_text(nets.lm(flavour, hidden=40, rate=rate, batch=3, steps=4, vocab=50,
+                            approx_fields=fields or None))
     return caffe.Net(str(path), phase)
 
 
@@ -107,7 +135,7 @@ def test_lm_test_phase_equals_stock(caffe, flavour, tmp_path):
 def test_row_lm_drops_the_same_input_features_at_every_time_step(caffe, tmp_path):
     caffe.set_mode_cpu()
     caffe.set_random_seed(5)
-    net = small_lm(caffe, "row", caffe.TRAIN, tmp_path, rate=0.7)
+    net = small_lm(caffe, "row", caffe.TRAIN, tmp_path, rate=0.7, batch_slices=1)
     seen = []
     for _ in range(5):
         net.forward()
@@ -122,3 +150,26 @@ def test_row_lm_drops_the_same_input_features_at_every_time_step(caffe, tmp_path
         assert len(set(np.diff(kept))) == 1 or len(kept) == 1
         seen.append(tuple(kept))
     assert len(set(seen)) > 1  # a new pattern each iteration
+
+
+def test_row_lm_slices_are_blocks_of_time_steps(caffe, tmp_path):
+    # 4 slices of the 4 x 3 time-major rows: one time step each, one dp for
+    # the sequence, the kept offset advancing by one per step
+    caffe.set_mode_cpu()
+    caffe.set_random_seed(6)
+    net = small_lm(caffe, "row", caffe.TRAIN, tmp_path, rate=0.7, batch_slices=4)
+    for _ in range(5):
+        net.forward()
+        net.backward()
+        grad = net.blobs["embed"].diff
+        first = []
+        for t in range(4):
+            dead = np.all(grad[t] == 0, axis=0)
+            assert np.all(grad[t][:, ~dead] != 0)
+            kept = np.flatnonzero(~dead)
+            steps = set(np.diff(kept))
+            assert len(steps) == 1, kept
+            first.append((kept[0], steps.pop()))
+        dp = first[0][1]
+        assert all(step == dp for _, step in first)
+        assert [b for b, _ in first] == [(first[0][0] + t) % dp for t in range(4)]

@@ -1,12 +1,14 @@
 """apply / convert on the project's prototxts, checked by loading them in pycaffe."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from approx_dropout import convert_dropout, fill_distribution, prototxt_io
-from approx_dropout.pattern_search import bounded_search, paper_search
+from approx_dropout import caffe_check, convert_dropout, fill_distribution, net_shapes, prototxt_io
+from approx_dropout.pattern_search import SearchError, bounded_search, paper_search
 from conftest import REPO
 
 PROTOTXT = REPO / "prototxt"
@@ -103,7 +105,8 @@ def test_convert_the_stock_mlp(caffe_pb2):
     assert fc1.approx_dropout_param.dropout_ratio == pytest.approx(0.7)
     assert fc1.approx_dropout_param.pattern == caffe_pb2.ApproxDropoutParameter.ROW
     assert fc1.inner_product_param == net.layer[1].inner_product_param
-    assert len(fc1.approx_dropout_param.pattern_distribution) == 5
+    want = fill_distribution.trim(bounded_search(np.float32(0.7).item(), 16).distribution)
+    assert list(fc1.approx_dropout_param.pattern_distribution) == f32(want)
 
 
 def test_converted_net_equals_the_original_in_test_phase(caffe, tmp_path):
@@ -124,11 +127,11 @@ def test_converted_net_equals_the_original_in_test_phase(caffe, tmp_path):
     assert np.abs(original.blobs["fc3"].data).max() > 0
     np.testing.assert_allclose(approx.blobs["fc3"].data, original.blobs["fc3"].data,
                                rtol=1e-5, atol=1e-6)
-    # and in TRAIN phase the converted net drops whole neurons
+    # and in TRAIN phase the converted net drops p = 0.7 of the neurons' outputs
+    # (before the ReLU zeroes about half of the rest); the original ReLU alone: ~0.5
     train = caffe.Net(str(conv_path), str(weights), caffe.TRAIN)
     train.forward()
-    zero_cols = (train.blobs["fc1"].data == 0).all(axis=0).mean()
-    assert zero_cols > 0.5
+    assert (train.blobs["fc1"].data == 0).mean() > 0.75
 
 
 CHAIN_HEAD = ('layer { name: "data" type: "Input" top: "data" '
@@ -227,3 +230,241 @@ def test_failed_rename_leaves_the_file_and_no_temporary(tmp_path, monkeypatch):
         prototxt_io.write_text_atomic(path, "new")
     assert path.read_text() == "original"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net.prototxt"]
+
+
+# ---- what the tools write loads in Caffe: dp capped at each layer's units -------
+
+def input_layer(*dims: int, top: str = "x") -> str:
+    shape = " ".join(f"dim: {d}" for d in dims)
+    return (f'layer {{ name: "in_{top}" type: "DummyData" top: "{top}" dummy_data_param {{ '
+            f'shape {{ {shape} }} data_filler {{ type: "gaussian" std: 1 }} }} }}\n')
+
+
+def approx_ip(num_output: int, ratio: float, extra: str = "", bottom: str = "x") -> str:
+    return (f'layer {{ name: "fc" type: "ApproxDropoutInnerProduct" bottom: "{bottom}" top: "y" '
+            f'inner_product_param {{ num_output: {num_output} weight_filler {{ type: "xavier" }} }} '
+            f'approx_dropout_param {{ dropout_ratio: {ratio} {extra} }} }}\n')
+
+
+LOSS = ('layer { name: "loss" type: "Reduction" bottom: "y" top: "loss" loss_weight: 1 '
+        'reduction_param { operation: SUMSQ } }\n')
+LSTM_INPUT = ('layer { name: "in" type: "DummyData" top: "x" top: "cont" dummy_data_param { '
+              'shape { dim: 3 dim: 2 dim: 6 } shape { dim: 3 dim: 2 } '
+              'data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" value: 1 } } }\n')
+
+
+def approx_lstm(ratio: float, extra: str = "", x: str = "x") -> str:
+    return (f'layer {{ name: "fc" type: "ApproxDropoutLSTM" bottom: "{x}" bottom: "cont" top: "y" '
+            f'recurrent_param {{ num_output: 5 weight_filler {{ type: "uniform" min: -0.1 max: 0.1 }} }} '
+            f'approx_dropout_param {{ dropout_ratio: {ratio} {extra} }} }}\n')
+
+
+# (id, net, method, units the pattern acts on): the search asks for dp <= 16,
+# which each of these layers would refuse
+APPLY_CASES = [
+    ("row-output", input_layer(4, 10) + approx_ip(6, 0.5) + LOSS, "paper", 6),
+    ("row-output-bounded-0.9", input_layer(4, 10) + approx_ip(12, 0.9) + LOSS, "bounded", 12),
+    ("row-input", input_layer(4, 4) + approx_ip(32, 0.5, "side: INPUT") + LOSS, "paper", 4),
+    ("row-input-4d", input_layer(2, 2, 1, 3) + approx_ip(32, 0.5, "side: INPUT") + LOSS,
+     "paper", 6),
+    ("tile", input_layer(3, 40) + approx_ip(40, 0.5, "pattern: TILE") + LOSS, "paper", 4),
+    ("tile-small-tiles", input_layer(3, 24) + approx_ip(
+        16, 0.5, "pattern: TILE tile_height: 8 tile_width: 8") + LOSS, "paper", 6),
+    ("lstm-row", LSTM_INPUT + approx_lstm(0.5) + LOSS, "paper", 6),
+    ("lstm-tile", LSTM_INPUT + approx_lstm(0.5, "pattern: TILE tile_height: 8 tile_width: 4")
+     + LOSS, "paper", 6),
+    ("lstm-after-embed",
+     'layer { name: "words" type: "DummyData" top: "w" top: "cont" dummy_data_param { '
+     'shape { dim: 3 dim: 2 } shape { dim: 3 dim: 2 } data_filler { type: "constant" value: 3 } '
+     'data_filler { type: "constant" value: 1 } } }\n'
+     'layer { name: "embed" type: "Embed" bottom: "w" top: "e" embed_param { num_output: 5 '
+     'input_dim: 10 weight_filler { type: "uniform" min: -0.1 max: 0.1 } } }\n'
+     + approx_lstm(0.5, x="e") + LOSS, "paper", 5),
+]
+
+
+def test_every_net_apply_writes_loads_in_caffe(caffe_pb2, tmp_path):
+    jobs, names = [], []
+    for name, text, method, units in APPLY_CASES:
+        # gradients down to the input too, where Caffe can (not into an Embed's indices)
+        net = parse(caffe_pb2, ("" if "Embed" in text else "force_backward: true\n") + text)
+        (filled,) = fill_distribution.fill_distributions(net, method=method)
+        assert filled.max_dp == units, name
+        assert "capped at" in filled.note, name
+        k = list(net.layer[-2].approx_dropout_param.pattern_distribution)
+        assert 0 < len(k) <= units, (name, k)
+        if method == "paper":
+            assert len(k) == units, name  # the cap is what bounded the search
+        out = tmp_path / f"{name}.prototxt"
+        prototxt_io.write_text_atomic(out, prototxt_io.net_to_text(net))
+        jobs.append(caffe_check.Job(out.read_text()))
+        names.append(name)
+    outcomes = caffe_check.check_nets(jobs)
+    for name, outcome in zip(names, outcomes):
+        assert outcome.loaded and outcome.finite, (name, outcome.describe())
+
+
+def convert_source(num_output: int, k: int, ratio: float = 0.5) -> str:
+    return ("force_backward: true\n" + input_layer(4, k) +
+            f'layer {{ name: "fc1" type: "InnerProduct" bottom: "x" top: "h" '
+            f'inner_product_param {{ num_output: {num_output} weight_filler {{ type: "xavier" }} }} }}\n'
+            'layer { name: "relu1" type: "ReLU" bottom: "h" top: "h" }\n'
+            f'layer {{ name: "drop1" type: "Dropout" bottom: "h" top: "h" '
+            f'dropout_param {{ dropout_ratio: {ratio} }} }}\n'
+            'layer { name: "out" type: "InnerProduct" bottom: "h" top: "y" '
+            'inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }\n' + LOSS)
+
+
+@pytest.mark.parametrize("pattern,num_output,k,units", [
+    ("ROW", 6, 10, 6), ("TILE", 40, 40, 4), ("TILE", 64, 33, 4)])
+def test_every_net_convert_writes_loads_in_caffe(caffe_pb2, tmp_path, pattern, num_output,
+                                                 k, units):
+    out, report = convert_dropout.convert_net(parse(caffe_pb2, convert_source(num_output, k)),
+                                              method="paper", pattern=pattern)
+    assert report.converted == ["fc1 -> relu1 -> drop1"], report.refused
+    assert report.filled[0].max_dp == units
+    assert len(out.layer[1].approx_dropout_param.pattern_distribution) == units
+    (outcome,) = caffe_check.check_nets([caffe_check.Job(prototxt_io.net_to_text(out))])
+    assert outcome.loaded and outcome.finite, outcome.describe()
+
+
+@pytest.mark.parametrize("text,message", [
+    (input_layer(3, 20) + approx_ip(40, 0.5, "pattern: TILE"),
+     "tile_width (32) is larger than the input size K (20)"),
+    (input_layer(3, 40) + approx_ip(16, 0.5, "pattern: TILE"),
+     "tile_height (32) is larger than the weight (num_output x K) matrix's 16 rows"),
+    (input_layer(3, 40) + approx_ip(40, 0.5, "pattern: TILE side: INPUT"),
+     "side: INPUT applies to pattern: ROW only"),
+    (input_layer(3, 8) + approx_ip(64, 0.9, "side: INPUT"),
+     "dropout_ratio 0.9 cannot be reached with dp <= 8, the layer's input size K "
+     "(the largest rate is 0.875)"),
+    (LSTM_INPUT + approx_lstm(0.5, "side: OUTPUT"), "ApproxDropoutLSTM always drops its input"),
+    (LSTM_INPUT + approx_lstm(0.5, "pattern: TILE tile_height: 8"),
+     "tile_width (32) is larger than the input size K (6)"),
+    (LSTM_INPUT + approx_lstm(0.5, "pattern: TILE"),
+     "tile_height (32) is larger than the input-to-gates (4 num_output x K) matrix's 20 rows"),
+])
+def test_apply_refuses_a_layer_caffe_would_refuse(caffe_pb2, text, message):
+    net = parse(caffe_pb2, text)
+    with pytest.raises(prototxt_io.PrototxtError, match=re.escape(message)):
+        fill_distribution.fill_distributions(net)
+    assert not net.layer[-1].approx_dropout_param.pattern_distribution  # untouched
+
+
+HDF5_NET = ('layer { name: "data" type: "HDF5Data" top: "data" '
+            'hdf5_data_param { source: "SOURCE" batch_size: 4 } }\n'
+            + approx_ip(64, 0.5, "side: INPUT", bottom="data"))
+
+
+def test_unknown_input_size_needs_an_explicit_max_dp(caffe_pb2, tmp_path):
+    net = parse(caffe_pb2, HDF5_NET.replace("SOURCE", str(tmp_path / "missing.txt")))
+    with pytest.raises(prototxt_io.PrototxtError,
+                       match="dp must not exceed its input size K, and the input size of 'fc' "
+                             "is unknown: HDF5Data layer 'data' .* pass --max-dp N"):
+        fill_distribution.fill_distributions(net)
+    (filled,) = fill_distribution.fill_distributions(net, max_dp=4)  # trusted when given
+    assert filled.max_dp == 4 and "max dp 4 as given" in filled.note
+    # a max dp no larger than what the layer surely has needs no input size
+    tile = parse(caffe_pb2, HDF5_NET.replace("SOURCE", "missing.txt").replace(
+        "side: INPUT", "pattern: TILE tile_height: 2 tile_width: 1"))
+    (filled,) = fill_distribution.fill_distributions(tile)  # >= 32 tile rows
+    assert filled.max_dp == 16 and filled.note == ""
+
+
+def test_input_size_is_read_from_the_hdf5_files(caffe_pb2, tmp_path):
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(tmp_path / "part0.h5", "w") as f:
+        f["data"] = np.zeros((10, 2, 3), dtype=np.float32)
+    (tmp_path / "list.txt").write_text("part0.h5\n")
+    net = parse(caffe_pb2, HDF5_NET.replace("SOURCE", "list.txt"))
+    (filled,) = fill_distribution.fill_distributions(net, method="paper", base=tmp_path)
+    assert filled.max_dp == 6 and "capped at input size K 6" in filled.note
+
+
+def test_convert_tile_needs_a_known_input_size(caffe_pb2):
+    text = convert_source(64, 40).replace(input_layer(4, 40), (
+        'layer { name: "in_x" type: "HDF5Data" top: "x" '
+        'hdf5_data_param { source: "missing.txt" batch_size: 4 } }\n'))
+    out, report = convert_dropout.convert_net(parse(caffe_pb2, text), pattern="TILE")
+    assert report.converted == []
+    assert "TILE needs tile_width <= the input size K" in report.refused[0][1]
+    narrow = convert_source(64, 20)
+    out, report = convert_dropout.convert_net(parse(caffe_pb2, narrow), pattern="TILE")
+    assert report.converted == [] and "tile_width (32) is larger than the input size K (20)" \
+        in report.refused[0][1]
+    # ROW needs only num_output
+    out, report = convert_dropout.convert_net(parse(caffe_pb2, text), pattern="ROW")
+    assert report.converted == ["fc1 -> relu1 -> drop1"]
+
+
+def test_inferred_shapes_match_caffe(caffe_pb2):
+    """net_shapes against the shapes pycaffe itself gives a net's blobs."""
+    text = (input_layer(2, 3, 11, 9) +
+            'layer { name: "conv" type: "Convolution" bottom: "x" top: "c" convolution_param { '
+            'num_output: 4 kernel_size: 3 stride: 2 pad: 1 weight_filler { type: "xavier" } } }\n'
+            'layer { name: "pool" type: "Pooling" bottom: "c" top: "p" pooling_param { '
+            'pool: MAX kernel_size: 3 stride: 2 } }\n'
+            'layer { name: "pool2" type: "Pooling" bottom: "c" top: "p2" pooling_param { '
+            'pool: AVE kernel_size: 2 stride: 2 pad: 1 } }\n'
+            'layer { name: "flat" type: "Flatten" bottom: "p" top: "f" }\n'
+            'layer { name: "re" type: "Reshape" bottom: "p2" top: "r" reshape_param { '
+            'shape { dim: 0 dim: -1 dim: 2 } } }\n'
+            'layer { name: "ip" type: "InnerProduct" bottom: "r" top: "i" inner_product_param { '
+            'num_output: 5 axis: 2 weight_filler { type: "xavier" } } }\n'
+            'layer { name: "cat" type: "Concat" bottom: "f" bottom: "f" top: "cat" }\n'
+            'layer { name: "sl" type: "Slice" bottom: "cat" top: "s1" top: "s2" '
+            'slice_param { slice_point: 7 } }\n'
+            'layer { name: "relu" type: "ReLU" bottom: "s2" top: "s2" }\n')
+    shapes = net_shapes.infer(parse(caffe_pb2, text), net_shapes.TEST)
+    (outcome,) = caffe_check.check_nets([caffe_check.Job(text, phase="TEST", backward=False)])
+    assert outcome.loaded, outcome.describe()
+    named = {b for layer in parse(caffe_pb2, text).layer for b in layer.top}
+    caffe_shapes = {b: tuple(s) for b, s in outcome.report["shapes"].items() if b in named}
+    assert set(caffe_shapes) == named  # (Caffe's own split blobs left out)
+    assert {b: shapes.blobs[b] for b in named} == caffe_shapes
+
+
+# ---- NetSpec helpers: the same caps, from the NetSpec graph ------------------------
+
+def test_netspec_caps_dp_at_the_input_size_and_the_net_loads(caffe):
+    from approx_dropout import netspec
+    L = caffe.layers
+    n = caffe.NetSpec()
+    n.x = L.DummyData(shape=[dict(dim=[4, 5])], data_filler=[dict(type="gaussian")])
+    n.fc1 = netspec.approx_dropout_inner_product(n.x, 32, 0.5, side="INPUT",
+                                                 distribution="paper")
+    with pytest.raises(SearchError, match="drops units with probability 0.4133"):
+        # 2 x 1 tiles: the paper's search with N = 2 misses 0.5, which the layer refuses
+        netspec.approx_dropout_inner_product(n.fc1, 40, 0.5, pattern="TILE",
+                                             distribution="paper")
+    n.fc2 = netspec.approx_dropout_inner_product(n.fc1, 40, 0.5, pattern="TILE")
+    n.x2, n.cont = L.DummyData(shape=[dict(dim=[3, 2, 6]), dict(dim=[3, 2])],
+                               data_filler=[dict(type="gaussian"),
+                                            dict(type="constant", value=1)], ntop=2)
+    n.h = netspec.approx_dropout_lstm(n.x2, n.cont, 5, 0.5, distribution="paper")
+    n.loss = L.Reduction(n.fc2, loss_weight=1)
+    n.loss2 = L.Reduction(n.h, loss_weight=1)
+    proto = n.to_proto()
+    k = {layer.name: len(layer.approx_dropout_param.pattern_distribution) for layer in proto.layer}
+    assert (k["fc1"], k["fc2"], k["h"]) == (5, 2, 6)  # K = 5; 2 x 1 tiles of 40 x 32; K = 6
+    (outcome,) = caffe_check.check_nets([caffe_check.Job(str(proto))])
+    assert outcome.loaded and outcome.finite, outcome.describe()
+
+
+def test_netspec_refuses_what_the_layer_would_refuse(caffe):
+    from approx_dropout import netspec
+    L = caffe.layers
+    n = caffe.NetSpec()
+    n.x = L.DummyData(shape=[dict(dim=[4, 20])], data_filler=[dict(type="gaussian")])
+    with pytest.raises(ValueError, match=re.escape("tile_width (32) is larger than the input "
+                                                   "size K (20)")):
+        netspec.approx_dropout_inner_product(n.x, 64, 0.5, pattern="TILE")
+    with pytest.raises(ValueError, match="acts on only 20 units"):
+        netspec.approx_dropout_inner_product(n.x, 64, 20 / 21, side="INPUT",
+                                             distribution=[0.0] * 20 + [1.0])
+    n.h5 = L.HDF5Data(hdf5_data_param=dict(source="no-such-list.txt", batch_size=2))
+    with pytest.raises(ValueError, match="pass max_dp"):
+        netspec.approx_dropout_inner_product(n.h5, 64, 0.5, side="INPUT")
+    top = netspec.approx_dropout_inner_product(n.h5, 64, 0.5, side="INPUT", max_dp=3)
+    layer = top.to_proto().layer[-1]
+    assert len(layer.approx_dropout_param.pattern_distribution) <= 3

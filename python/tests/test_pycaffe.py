@@ -20,9 +20,13 @@ def test_approx_dropout_parameter_fields(caffe_pb2):
     assert msg.side == caffe_pb2.ApproxDropoutParameter.OUTPUT
     assert (msg.tile_height, msg.tile_width) == (32, 32)
     assert list(msg.pattern_distribution) == []
+    assert msg.batch_slices == 4
+    assert msg.tile_order == caffe_pb2.ApproxDropoutParameter.DIAGONAL
     fields = {f.name: f.number for f in msg.DESCRIPTOR.fields}
     assert fields == {"dropout_ratio": 1, "pattern": 2, "side": 3,
-                      "pattern_distribution": 4, "tile_height": 5, "tile_width": 6}
+                      "pattern_distribution": 4, "tile_height": 5, "tile_width": 6,
+                      "batch_slices": 7, "tile_order": 8}
+    assert caffe_pb2.ApproxDropoutParameter.ROW_MAJOR == 0
     assert caffe_pb2.ApproxDropoutParameter.TILE == 1
     assert caffe_pb2.ApproxDropoutParameter.INPUT == 1
     field = caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name["approx_dropout_param"]

@@ -47,10 +47,13 @@ class ApproxDropoutOps {
  *    y_j = s (x W_j^T + bias_j) if kept, else 0.
  *  - ROW, side INPUT: input feature k kept iff k % dp == b;
  *    y = s x[:, kept] W[:, kept]^T + bias.
- *  - TILE (TDP): W is cut into tile_height x tile_width tiles numbered
- *    row-major; tile t kept iff t % dp == b; y = s x (W . M)^T + bias.
- * TEST phase computes InnerProduct exactly. An optional second top receives
- * (dp, b) of the current pattern.
+ *  - TILE (TDP): W is cut into tile_height x tile_width tiles; tile (r, c)
+ *    is kept iff (r C + c) % dp == b (ROW_MAJOR) or (r + c) % dp == b
+ *    (DIAGONAL); y = s x (W . M)^T + bias.
+ * With batch_slices S, the M rows of x are cut into S contiguous slices;
+ * one dp serves the iteration and slice s uses b_s = (b + s) % dp.
+ * TEST phase computes InnerProduct exactly. An optional second top (S x 2)
+ * receives (dp, b_s) of every slice.
  */
 template <typename Dtype>
 class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
@@ -69,11 +72,16 @@ class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
   virtual inline int MinTopBlobs() const { return 1; }
   virtual inline int MaxTopBlobs() const { return 2; }
 
-  // Use this pattern for every TRAIN forward instead of sampling (tests and
-  // tools); dp must be in [1, number of units], b in [0, dp).
+  // Use this iteration pattern (dp, b) for every TRAIN forward instead of
+  // sampling (tests and tools); slice s then uses (dp, (b + s) % dp). dp must
+  // be in [1, number of units], b in [0, dp).
   void FixPattern(int dp, int b);
-  // The pattern of the last forward pass.
+  // The iteration pattern of the last forward pass (slice 0's).
   const DropoutPattern& pattern() const { return pattern_; }
+  // The pattern of every slice in the last forward pass.
+  const vector<DropoutPattern>& slice_patterns() const {
+    return slice_patterns_;
+  }
   const DropoutPatternSampler& sampler() const { return *sampler_; }
 
  protected:
@@ -87,16 +95,33 @@ class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
       const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
 
  private:
-  // One GEMM's share of the kept work: outputs `out` (columns of y, rows of
-  // W) against inputs `in` (columns of x and of W). Groups have disjoint out
-  // sets and disjoint in sets.
+  // One GEMM's share of the kept work of one pattern: outputs `out` (columns
+  // of y, rows of W) against inputs `in` (columns of x and of W). The groups
+  // of a pattern have disjoint out sets and disjoint in sets.
   struct Group {
     BlockStride out, in;
-    int x_offset, w_offset, y_offset;  // into the compact buffers
-    bool w_view;  // W[out, in] is read in place with a leading dimension
-    int ldw;      // W[out, in]'s leading dimension, in place or compact
+    // Compact x and y of a slice of m rows start at m * x_cols_before
+    // (m * y_cols_before) in the slice's region of x_buf_ (y_buf_).
+    int x_cols_before, y_cols_before;
+    int w_offset;  // compact W[out, in] within the pattern's region of w_buf_
+    bool w_view;   // W[out, in] is read in place with a leading dimension
+    int ldw;       // W[out, in]'s leading dimension, in place or compact
   };
-  void PlanIteration(const DropoutPattern& pattern);
+  // The slices that share one pattern (slices s and s + dp do), computed
+  // with the same groups and the same gathered W.
+  struct PatternClass {
+    DropoutPattern pattern;
+    vector<int> slices;  // non-empty slices only
+    vector<Group> groups;
+    int w_base;          // its region of w_buf_ and dw_buf_
+    bool out_covered, in_covered;  // one group computes all outputs / inputs
+  };
+  // Plans slice_patterns_ (one dp for all slices).
+  void PlanIteration();
+  void PlanGroups(const DropoutPattern& pattern, PatternClass* cls) const;
+  int SliceBegin(int s) const {
+    return static_cast<int>(static_cast<int64_t>(s) * M_ / num_slices_);
+  }
   void ForwardWith(const ApproxDropoutOps<Dtype>& ops, bool gpu,
       const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top);
   void BackwardWith(const ApproxDropoutOps<Dtype>& ops, bool gpu,
@@ -108,14 +133,19 @@ class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
   bool bias_term_;
   ApproxDropoutParameter param_;
   bool drops_outputs_;  // ROW, side OUTPUT: dropped neurons lose their bias
+  bool diagonal_;       // TILE with tile_order DIAGONAL
+  int batch_slices_;    // S of the TRAIN phase
   shared_ptr<DropoutPatternSampler> sampler_;
   bool fixed_;
   DropoutPattern fixed_pattern_, pattern_;
+  vector<DropoutPattern> slice_patterns_;
   // This iteration's plan.
-  vector<Group> groups_;
+  int num_slices_;  // batch_slices_ in TRAIN, 1 in TEST
+  vector<PatternClass> classes_;
   Dtype scale_;
-  bool out_covered_, in_covered_;  // one group computes all outputs / inputs
-  // Preallocated compact operands (no allocation per iteration).
+  bool out_covered_, in_covered_;  // every class covers all outputs / inputs
+  // Preallocated compact operands (no allocation per iteration; memory is
+  // taken only when a pattern first uses a buffer).
   Blob<Dtype> x_buf_, w_buf_, y_buf_, dw_buf_;
 };
 

@@ -70,15 +70,37 @@ class DropoutPatternSampler {
                         const std::string& layer_name);
 
   // dp ~ K, then b uniform in {0 .. dp-1}, both from Caffe's RNG (so
-  // Caffe::set_random_seed makes the sequence reproducible).
+  // Caffe::set_random_seed makes the sequence reproducible): dp is
+  // DpForUniform(u) for u = caffe_rng_rand() / 2^32, b is caffe_rng_rand()
+  // modulo dp.
   DropoutPattern Sample() const;
 
+  // S patterns for one iteration, one per batch slice. shared_dp = false:
+  // S independent Sample()s. shared_dp = true: one Sample() (dp, b0), and
+  // slice s gets (dp, (b0 + s) mod dp), so that slices see different units
+  // while every slice, and every unit, keeps the marginal drop rate.
+  void SampleSlices(int slices, bool shared_dp,
+                    std::vector<DropoutPattern>* out) const;
+  // The shared-dp slice patterns of one iteration pattern: slice s gets
+  // (first.dp, (first.b + s) mod first.dp). (Also for fixed patterns.)
+  static void SliceOffsets(const DropoutPattern& first, int slices,
+                           std::vector<DropoutPattern>* out);
+
+  // The dp that a uniform u in [0, 1] selects: the smallest i with
+  // k_1 + .. + k_i > u, and the largest dp with k > 0 for u >= 1. Never a
+  // dp of probability 0.
+  int DpForUniform(double u) const;
+
+  // k_1 .. k_M, M = the largest dp of non-zero probability (trailing zeros
+  // are trimmed, for the default distribution too), normalised to sum 1.
   const std::vector<double>& distribution() const { return k_; }
   float dropout_ratio() const { return ratio_; }
   // 1 / (1 - dropout_ratio): keeps expectations equal to the dense layer.
   float scale() const { return 1.f / (1.f - ratio_); }
 
  private:
+  static double Uniform();
+
   float ratio_;
   std::vector<double> k_;
   std::vector<double> cdf_;
@@ -88,17 +110,28 @@ class DropoutPatternSampler {
 double PatternDropoutRate(const std::vector<double>& k);
 
 // The built-in distribution for dropout rate p with dp <= max_dp (the
-// "bounded" method of the approx_dropout Python package, which must return
-// the same numbers). Its support is every dp whose own rate (dp - 1)/dp lies
-// within `band` of p (plus 1e-6, so that p given as a float such as 0.7f
-// selects the same support as 0.7), plus the two dp whose rates bracket p;
-// on that support
-// it maximises the entropy of the (dp, b) pairs, i.e. k_i proportional to
+// "bounded" method of the approx_dropout Python package, bounded_search,
+// which must return the same numbers within 1e-9: a gtest compares them on a
+// table). Support: with q = 1 - p, the band is every dp with
+//   |1/dp - q| <= min(band, relative_band * q)   (+ 1e-6, so that p given as
+//                                                 a float such as 0.7f selects
+//                                                 the same support as 0.7);
+// if it holds both dp whose rates bracket p it is the support, otherwise
+// those two are. Since |1/dp - q| = |(dp-1)/dp - p|, every iteration drops a
+// fraction within `band` (0.05) of p, hence a spread (std of that fraction)
+// of at most 0.05, except where only the bracketing pair can be used
+// (p < 3/4), whose spread is the least possible; and keeps a fraction within
+// (1 +- relative_band) q, which stops dp running up to max_dp above p = 0.9.
+// On that support it
+// maximises the entropy of the (dp, b) pairs, i.e. k_i proportional to
 // i * exp(lambda * (i - 1)/i), with lambda set by bisection so that the rate
-// is exactly p. Returns an empty vector when p > (max_dp - 1)/max_dp, which
-// no distribution over dp <= max_dp can reach.
+// is exactly p (all mass on the end dp when p is within 1e-12 of the rate of
+// the support's first or last dp). p = 0.5 gives dp = 2; p = 0.3 dp = 1, 2
+// (0.4, 0.6); p = 0.7 dp = 3, 4 (0.6, 0.4). Returns an empty vector when
+// p > (max_dp - 1)/max_dp, which no distribution over dp <= max_dp reaches.
 std::vector<double> DefaultPatternDistribution(double p, int max_dp,
-                                               double band = 0.1);
+                                               double band = 0.05,
+                                               double relative_band = 0.5);
 
 }  // namespace caffe
 

@@ -1,4 +1,9 @@
+#include <sched.h>
+
 #include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <string>
 #include <thread>  // NOLINT(build/c++11)
 #include <vector>
 
@@ -43,14 +48,34 @@ inline void cblas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n,
               ldc);
 }
 
-// Runs f(begin, end) over rows [0, rows), split across the cores when the
-// copy is large. Gathers and scatters move up to N K / dp values; run on one
-// core they leave OpenBLAS's other threads idle. (std::thread, not OpenMP:
-// OpenMP's spinning workers slow OpenBLAS's threads down on small machines.)
+// The CPUs this process may run on: its affinity mask, capped by a cgroup
+// v2 CPU quota when one is set (containers), not the host's core count.
+int UsableCpus() {
+  static const int cpus = [] {
+    int n = static_cast<int>(std::thread::hardware_concurrency());
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) n = CPU_COUNT(&set);
+    std::ifstream quota_file("/sys/fs/cgroup/cpu.max");
+    std::string quota;
+    int64_t period = 0;
+    if (quota_file >> quota >> period && quota != "max" && period > 0) {
+      const int64_t q = std::atoll(quota.c_str());
+      if (q > 0) n = std::min<int64_t>(n, (q + period - 1) / period);
+    }
+    return std::max(1, n);
+  }();
+  return cpus;
+}
+
+// Runs f(begin, end) over rows [0, rows), split across the usable CPUs when
+// the copy is large. Gathers and scatters move up to N K / dp values; run on
+// one core they leave OpenBLAS's other threads idle. (std::thread, not
+// OpenMP: OpenMP's spinning workers slow OpenBLAS's threads down on small
+// machines. Starting a thread costs tens of microseconds against the
+// milliseconds a copy of 2^18 values or more takes, so there is no pool.)
 template <typename F>
 void ParallelRows(int rows, int64_t work, F f) {
-  const int cores = std::max(1u, std::thread::hardware_concurrency());
-  const int threads = work < (1 << 18) ? 1 : std::min(cores, rows);
+  const int threads = work < (1 << 18) ? 1 : std::min(UsableCpus(), rows);
   if (threads <= 1) {
     f(0, rows);
     return;
@@ -147,7 +172,15 @@ void ApproxDropoutInnerProductLayer<Dtype>::LayerSetUp(
   param_ = this->layer_param_.approx_dropout_param();
   drops_outputs_ = param_.pattern() == ApproxDropoutParameter_Pattern_ROW &&
                    param_.side() == ApproxDropoutParameter_Side_OUTPUT;
+  diagonal_ = param_.pattern() == ApproxDropoutParameter_Pattern_TILE &&
+              param_.tile_order() == ApproxDropoutParameter_TileOrder_DIAGONAL;
   const string where = "Layer " + name + ": approx_dropout_param.";
+  CHECK_GE(param_.batch_slices(), 1) << where << "batch_slices must be >= 1 "
+      << "(1 is one pattern for the whole batch), got "
+      << param_.batch_slices();
+  CHECK_LE(param_.batch_slices(), 1u << 20) << where << "batch_slices ("
+      << param_.batch_slices() << ") is absurdly large";
+  batch_slices_ = static_cast<int>(param_.batch_slices());
   if (param_.pattern() == ApproxDropoutParameter_Pattern_TILE) {
     CHECK(param_.side() == ApproxDropoutParameter_Side_OUTPUT) << where
         << "side: INPUT applies to pattern: ROW only (TILE drops weight "
@@ -160,6 +193,9 @@ void ApproxDropoutInnerProductLayer<Dtype>::LayerSetUp(
     CHECK_LE(param_.tile_width(), K_) << where << "tile_width ("
         << param_.tile_width() << ") is larger than the weight matrix's "
         << "input size K (" << K_ << ")";
+  } else {
+    CHECK(!param_.has_tile_order()) << where << "tile_order applies to "
+        << "pattern: TILE only";
   }
   sampler_.reset(new DropoutPatternSampler(param_, units(), name));
 
@@ -217,9 +253,16 @@ void ApproxDropoutInnerProductLayer<Dtype>::Reshape(
   top_shape.resize(axis + 1);
   top_shape[axis] = N_;
   top[0]->Reshape(top_shape);
-  if (top.size() > 1) top[1]->Reshape(vector<int>(1, 2));
-  // Compact operands at their largest (dp = 1); memory is taken only when a
-  // pattern first needs a buffer, never per iteration.
+  if (top.size() > 1) {
+    vector<int> pattern_shape(2);
+    pattern_shape[0] = batch_slices_;
+    pattern_shape[1] = 2;
+    top[1]->Reshape(pattern_shape);
+  }
+  // Compact operands at their largest (dp = 1): the slices' compact x (y)
+  // lie in their own rows' share, and the patterns of one iteration keep
+  // disjoint parts of W. Memory is taken only when a pattern first needs a
+  // buffer, never per iteration.
   x_buf_.Reshape(vector<int>(1, M_ * K_));
   y_buf_.Reshape(vector<int>(1, M_ * N_));
   w_buf_.Reshape(vector<int>(1, N_ * K_));
@@ -237,57 +280,99 @@ void ApproxDropoutInnerProductLayer<Dtype>::FixPattern(int dp, int b) {
 }
 
 template <typename Dtype>
-void ApproxDropoutInnerProductLayer<Dtype>::PlanIteration(
-    const DropoutPattern& p) {
-  groups_.clear();
-  const BlockStride all_out = BlockStride::All(N_), all_in = BlockStride::All(K_);
+void ApproxDropoutInnerProductLayer<Dtype>::PlanGroups(
+    const DropoutPattern& p, PatternClass* cls) const {
+  vector<Group>& groups = cls->groups;
+  groups.clear();
+  const BlockStride all_out = BlockStride::All(N_);
+  const BlockStride all_in = BlockStride::All(K_);
   if (param_.pattern() == ApproxDropoutParameter_Pattern_TILE) {
     const int th = param_.tile_height(), tw = param_.tile_width();
     const int R = (N_ + th - 1) / th, C = (K_ + tw - 1) / tw;
-    // Tile (r, c) is kept iff (r C + c) % dp == b. In tile row r the kept
-    // columns are c = g, g + dp, ... with g = (b - r C) mod dp; the rows
-    // sharing one g form an arithmetic progression, so each g is one GEMM.
-    const int row_step = p.dp / gcd(C % p.dp, p.dp);
     for (int g = 0; g < std::min(p.dp, C); ++g) {
-      for (int r0 = 0; r0 < std::min(R, row_step); ++r0) {
-        if (((p.b - r0 * C) % p.dp + p.dp) % p.dp != g) continue;
-        Group group;
-        const BlockStride out = {r0, row_step, th, N_};
-        const BlockStride in = {g, p.dp, tw, K_};
+      // The kept tiles whose column c has c % dp == g: one GEMM.
+      Group group;
+      const BlockStride in = {g, p.dp, tw, K_};
+      group.in = in;
+      if (diagonal_) {
+        // (r + c) % dp == b: rows r with r % dp == (b - g) mod dp.
+        const int r0 = ((p.b - g) % p.dp + p.dp) % p.dp;
+        if (r0 >= R) continue;
+        const BlockStride out = {r0, p.dp, th, N_};
         group.out = out;
-        group.in = in;
-        groups_.push_back(group);
-        break;
+      } else {
+        // (r C + c) % dp == b: in tile row r the kept columns are
+        // c = g, g + dp, ... with g = (b - r C) mod dp; the rows sharing one
+        // g form an arithmetic progression of step dp / gcd(C mod dp, dp).
+        const int row_step = p.dp / gcd(C % p.dp, p.dp);
+        int r0 = 0;
+        while (r0 < std::min(R, row_step) &&
+               ((p.b - r0 * C) % p.dp + p.dp) % p.dp != g) {
+          ++r0;
+        }
+        if (r0 >= std::min(R, row_step)) continue;
+        const BlockStride out = {r0, row_step, th, N_};
+        group.out = out;
       }
+      groups.push_back(group);
     }
   } else if (param_.side() == ApproxDropoutParameter_Side_INPUT) {
     Group group;
     const BlockStride in = {p.b, p.dp, 1, K_};
     group.out = all_out;
     group.in = in;
-    groups_.push_back(group);
+    groups.push_back(group);
   } else {
     Group group;
     const BlockStride out = {p.b, p.dp, 1, N_};
     group.out = out;
     group.in = all_in;
-    groups_.push_back(group);
+    groups.push_back(group);
   }
-  int x_off = 0, w_off = 0, y_off = 0;
-  for (Group& g : groups_) {
+  int x_cols = 0, y_cols = 0, w_off = 0;
+  for (Group& g : groups) {
     const int nout = g.out.size(), nin = g.in.size();
     g.w_view = g.in.all() && (g.out.block == 1 || g.out.step == 1);
     // In place, rows out[0], out[0] + step, ... of W; else a dense buffer.
     g.ldw = g.w_view ? (g.out.block == 1 ? g.out.step : 1) * K_ : nin;
-    g.x_offset = x_off;
+    g.x_cols_before = x_cols;
+    g.y_cols_before = y_cols;
     g.w_offset = w_off;
-    g.y_offset = y_off;
-    if (!g.in.all()) x_off += M_ * nin;
+    if (!g.in.all()) x_cols += nin;
+    if (!g.out.all()) y_cols += nout;
     if (!g.w_view) w_off += nout * nin;
-    if (!g.out.all()) y_off += M_ * nout;
   }
-  out_covered_ = groups_.size() == 1 && groups_[0].out.all();
-  in_covered_ = groups_.size() == 1 && groups_[0].in.all();
+  cls->out_covered = groups.size() == 1 && groups[0].out.all();
+  cls->in_covered = groups.size() == 1 && groups[0].in.all();
+}
+
+template <typename Dtype>
+void ApproxDropoutInnerProductLayer<Dtype>::PlanIteration() {
+  const int slices = num_slices_ = slice_patterns_.size();
+  const int dp = slice_patterns_[0].dp;
+  // One dp for all slices (shared-dp sampling): slice s and s + dp share a
+  // pattern, and distinct patterns keep disjoint units, so their gathered
+  // parts of W fit in one N x K buffer together.
+  classes_.clear();
+  int w_base = 0;
+  out_covered_ = in_covered_ = true;
+  for (int c = 0; c < std::min(slices, dp); ++c) {
+    PatternClass cls;
+    cls.pattern = slice_patterns_[c];
+    for (int s = c; s < slices; s += dp) {
+      if (SliceBegin(s + 1) > SliceBegin(s)) cls.slices.push_back(s);
+    }
+    if (cls.slices.empty()) continue;
+    PlanGroups(cls.pattern, &cls);
+    cls.w_base = w_base;
+    for (const Group& g : cls.groups) {
+      if (!g.w_view) w_base += g.out.size() * g.in.size();
+    }
+    out_covered_ = out_covered_ && cls.out_covered;
+    in_covered_ = in_covered_ && cls.in_covered;
+    classes_.push_back(cls);
+  }
+  CHECK_LE(w_base, N_ * K_) << "approx-dropout plan: patterns overlap";
 }
 
 template <typename Dtype>
@@ -295,63 +380,83 @@ void ApproxDropoutInnerProductLayer<Dtype>::ForwardWith(
     const ApproxDropoutOps<Dtype>& ops, bool gpu,
     const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
   if (this->phase_ == TRAIN) {
-    pattern_ = fixed_ ? fixed_pattern_ : sampler_->Sample();
+    if (fixed_) {
+      DropoutPatternSampler::SliceOffsets(fixed_pattern_, batch_slices_,
+                                          &slice_patterns_);
+    } else {
+      sampler_->SampleSlices(batch_slices_, true, &slice_patterns_);
+    }
     scale_ = sampler_->scale();
   } else {
-    pattern_.dp = 1;
-    pattern_.b = 0;
+    const DropoutPattern all = {1, 0};
+    DropoutPatternSampler::SliceOffsets(all, 1, &slice_patterns_);
     scale_ = 1;
   }
-  PlanIteration(pattern_);
+  pattern_ = slice_patterns_[0];
+  PlanIteration();
   if (top.size() > 1) {
+    // TEST phase: every row of the S x 2 top reports dp = 1, b = 0.
     Dtype* observed = top[1]->mutable_cpu_data();
-    observed[0] = pattern_.dp;
-    observed[1] = pattern_.b;
+    for (int s = 0; s < batch_slices_; ++s) {
+      const DropoutPattern& p = slice_patterns_[std::min(s, num_slices_ - 1)];
+      observed[2 * s] = p.dp;
+      observed[2 * s + 1] = p.b;
+    }
   }
   const Dtype* x = gpu ? bottom[0]->gpu_data() : bottom[0]->cpu_data();
   const Dtype* w = gpu ? this->blobs_[0]->gpu_data()
                        : this->blobs_[0]->cpu_data();
   Dtype* y = gpu ? top[0]->mutable_gpu_data() : top[0]->mutable_cpu_data();
-  const BlockStride rows = BlockStride::All(M_);
+  const Dtype* bias = !bias_term_ ? NULL : gpu ? this->blobs_[1]->gpu_data()
+                                               : this->blobs_[1]->cpu_data();
   if (!out_covered_) ops.set_zero(M_ * N_, y);
-  for (const Group& g : groups_) {
-    const int nout = g.out.size(), nin = g.in.size();
-    const Dtype* xg = x;
-    int ldx = K_;
-    if (!g.in.all()) {
-      Dtype* buf = (gpu ? x_buf_.mutable_gpu_data()
-                        : x_buf_.mutable_cpu_data()) + g.x_offset;
-      ops.gather(M_, rows, g.in, x, K_, buf);
-      xg = buf;
-      ldx = nin;
+  for (const PatternClass& cls : classes_) {
+    for (const Group& g : cls.groups) {
+      if (g.w_view) continue;
+      Dtype* buf = (gpu ? w_buf_.mutable_gpu_data() : w_buf_.mutable_cpu_data())
+                   + cls.w_base + g.w_offset;
+      ops.gather(g.out.size(), g.out, g.in, w, K_, buf);
     }
-    const Dtype* wg = w + g.out[0] * K_;
-    if (!g.w_view) {
-      Dtype* buf = (gpu ? w_buf_.mutable_gpu_data()
-                        : w_buf_.mutable_cpu_data()) + g.w_offset;
-      ops.gather(nout, g.out, g.in, w, K_, buf);
-      wg = buf;
-    }
-    if (g.out.all()) {
-      ops.gemm(false, true, M_, nout, nin, scale_, xg, ldx, wg, g.ldw,
-               Dtype(0), y, N_);
-    } else {
-      Dtype* yg = (gpu ? y_buf_.mutable_gpu_data()
-                       : y_buf_.mutable_cpu_data()) + g.y_offset;
-      ops.gemm(false, true, M_, nout, nin, scale_, xg, ldx, wg, g.ldw,
-               Dtype(0), yg, nout);
-      ops.scatter(M_, rows, g.out, yg, y, N_, false);
+    for (int s : cls.slices) {
+      const int m0 = SliceBegin(s), rows = SliceBegin(s + 1) - m0;
+      const BlockStride row_map = BlockStride::All(rows);
+      const Dtype* xs = x + m0 * K_;
+      Dtype* ys = y + m0 * N_;
+      for (const Group& g : cls.groups) {
+        const int nout = g.out.size(), nin = g.in.size();
+        const Dtype* xg = xs;
+        int ldx = K_;
+        if (!g.in.all()) {
+          Dtype* buf = (gpu ? x_buf_.mutable_gpu_data()
+                            : x_buf_.mutable_cpu_data())
+                       + m0 * K_ + rows * g.x_cols_before;
+          ops.gather(rows, row_map, g.in, xs, K_, buf);
+          xg = buf;
+          ldx = nin;
+        }
+        const Dtype* wg = g.w_view ? w + g.out[0] * K_
+            : (gpu ? w_buf_.gpu_data() : w_buf_.cpu_data())
+              + cls.w_base + g.w_offset;
+        if (g.out.all()) {
+          ops.gemm(false, true, rows, nout, nin, scale_, xg, ldx, wg, g.ldw,
+                   Dtype(0), ys, N_);
+        } else {
+          Dtype* yg = (gpu ? y_buf_.mutable_gpu_data()
+                           : y_buf_.mutable_cpu_data())
+                      + m0 * N_ + rows * g.y_cols_before;
+          ops.gemm(false, true, rows, nout, nin, scale_, xg, ldx, wg, g.ldw,
+                   Dtype(0), yg, nout);
+          ops.scatter(rows, row_map, g.out, yg, ys, N_, false);
+        }
+      }
+      // RDP drops whole output neurons, bias included.
+      if (bias && drops_outputs_) {
+        ops.add_bias(rows, cls.groups[0].out, scale_, bias, ys, N_);
+      }
     }
   }
-  if (bias_term_) {
-    const Dtype* bias = gpu ? this->blobs_[1]->gpu_data()
-                            : this->blobs_[1]->cpu_data();
-    // RDP drops whole output neurons, bias included; the others keep it.
-    if (drops_outputs_) {
-      ops.add_bias(M_, groups_[0].out, scale_, bias, y, N_);
-    } else {
-      ops.add_bias(M_, BlockStride::All(N_), Dtype(1), bias, y, N_);
-    }
+  if (bias && !drops_outputs_) {
+    ops.add_bias(M_, BlockStride::All(N_), Dtype(1), bias, y, N_);
   }
 }
 
@@ -364,7 +469,6 @@ void ApproxDropoutInnerProductLayer<Dtype>::BackwardWith(
   const Dtype* x = gpu ? bottom[0]->gpu_data() : bottom[0]->cpu_data();
   const Dtype* w = gpu ? this->blobs_[0]->gpu_data()
                        : this->blobs_[0]->cpu_data();
-  const BlockStride rows = BlockStride::All(M_);
   const bool weight_grad = this->param_propagate_down_[0];
   const bool bias_grad = bias_term_ && this->param_propagate_down_[1];
   Dtype* dw = weight_grad ? (gpu ? this->blobs_[0]->mutable_gpu_diff()
@@ -376,49 +480,70 @@ void ApproxDropoutInnerProductLayer<Dtype>::BackwardWith(
     dx = gpu ? bottom[0]->mutable_gpu_diff() : bottom[0]->mutable_cpu_diff();
     if (!in_covered_) ops.set_zero(M_ * K_, dx);
   }
-  Dtype* x_buf = gpu ? x_buf_.mutable_gpu_data() : x_buf_.mutable_cpu_data();
-  Dtype* y_buf = gpu ? y_buf_.mutable_gpu_data() : y_buf_.mutable_cpu_data();
-  for (const Group& g : groups_) {
-    const int nout = g.out.size(), nin = g.in.size();
-    const Dtype* dyg = dy;
-    int lddy = N_;
-    if (!g.out.all()) {
-      ops.gather(M_, rows, g.out, dy, N_, y_buf + g.y_offset);
-      dyg = y_buf + g.y_offset;
-      lddy = nout;
-    }
-    // The compact x of this group, as gathered by the forward pass.
-    const Dtype* xg = g.in.all() ? x : x_buf + g.x_offset;
-    const int ldx = g.in.all() ? K_ : nin;
-    // W[out, in], in place or as gathered by the forward pass.
-    const Dtype* wg = g.w_view ? w + g.out[0] * K_
-        : (gpu ? w_buf_.gpu_data() : w_buf_.cpu_data()) + g.w_offset;
-    if (weight_grad) {
-      if (g.w_view) {
-        ops.gemm(true, false, nout, nin, M_, scale_, dyg, lddy, xg, ldx,
-                 Dtype(1), dw + g.out[0] * K_, g.ldw);
-      } else {
-        Dtype* dwg = (gpu ? dw_buf_.mutable_gpu_data()
-                          : dw_buf_.mutable_cpu_data()) + g.w_offset;
-        ops.gemm(true, false, nout, nin, M_, scale_, dyg, lddy, xg, ldx,
-                 Dtype(0), dwg, nin);
-        ops.scatter(nout, g.out, g.in, dwg, dw, K_, true);
+  // Compact buffers only where this iteration's plan uses them.
+  auto buffer = [gpu](Blob<Dtype>* blob) {
+    return gpu ? blob->mutable_gpu_data() : blob->mutable_cpu_data();
+  };
+  for (const PatternClass& cls : classes_) {
+    bool first_slice = true;
+    for (int s : cls.slices) {
+      const int m0 = SliceBegin(s), rows = SliceBegin(s + 1) - m0;
+      const BlockStride row_map = BlockStride::All(rows);
+      const Dtype* dys = dy + m0 * N_;
+      const Dtype* xs = x + m0 * K_;
+      for (const Group& g : cls.groups) {
+        const int nout = g.out.size(), nin = g.in.size();
+        const Dtype* dyg = dys;
+        int lddy = N_;
+        if (!g.out.all()) {
+          Dtype* buf = buffer(&y_buf_) + m0 * N_ + rows * g.y_cols_before;
+          ops.gather(rows, row_map, g.out, dys, N_, buf);
+          dyg = buf;
+          lddy = nout;
+        }
+        // The compact x of this slice and group, as gathered by the forward.
+        Dtype* x_compact = g.in.all() ? NULL
+            : buffer(&x_buf_) + m0 * K_ + rows * g.x_cols_before;
+        const Dtype* xg = g.in.all() ? xs : x_compact;
+        const int ldx = g.in.all() ? K_ : nin;
+        if (weight_grad) {
+          if (g.w_view) {
+            ops.gemm(true, false, nout, nin, rows, scale_, dyg, lddy, xg, ldx,
+                     Dtype(1), dw + g.out[0] * K_, g.ldw);
+          } else {
+            ops.gemm(true, false, nout, nin, rows, scale_, dyg, lddy, xg, ldx,
+                     first_slice ? Dtype(0) : Dtype(1),
+                     buffer(&dw_buf_) + cls.w_base + g.w_offset, nin);
+          }
+        }
+        if (db && drops_outputs_) {
+          ops.add_column_sums(rows, nout, scale_, dyg, lddy, db + g.out[0],
+                              g.out.all() ? 1 : g.out.step);
+        }
+        if (dx) {
+          // W[out, in], in place or as gathered by the forward pass.
+          const Dtype* wg = g.w_view ? w + g.out[0] * K_
+              : (gpu ? w_buf_.gpu_data() : w_buf_.cpu_data())
+                + cls.w_base + g.w_offset;
+          if (cls.in_covered) {
+            ops.gemm(false, false, rows, K_, nout, scale_, dyg, lddy, wg,
+                     g.ldw, Dtype(0), dx + m0 * K_, K_);
+          } else {
+            // x_compact has served the weight gradient; reuse it for dx.
+            ops.gemm(false, false, rows, nin, nout, scale_, dyg, lddy, wg,
+                     g.ldw, Dtype(0), x_compact, nin);
+            ops.scatter(rows, row_map, g.in, x_compact, dx + m0 * K_, K_,
+                        false);
+          }
+        }
       }
+      first_slice = false;
     }
-    if (db && drops_outputs_) {
-      ops.add_column_sums(M_, nout, scale_, dyg, lddy, db + g.out[0],
-                          g.out.all() ? 1 : g.out.step);
-    }
-    if (dx) {
-      if (in_covered_) {
-        ops.gemm(false, false, M_, K_, nout, scale_, dyg, lddy, wg, g.ldw,
-                 Dtype(0), dx, K_);
-      } else {
-        // x_buf's share of this group has served the weight gradient.
-        Dtype* dxg = x_buf + g.x_offset;
-        ops.gemm(false, false, M_, nin, nout, scale_, dyg, lddy, wg, g.ldw,
-                 Dtype(0), dxg, nin);
-        ops.scatter(M_, rows, g.in, dxg, dx, K_, false);
+    if (weight_grad) {
+      for (const Group& g : cls.groups) {
+        if (g.w_view) continue;
+        ops.scatter(g.out.size(), g.out, g.in,
+                    buffer(&dw_buf_) + cls.w_base + g.w_offset, dw, K_, true);
       }
     }
   }

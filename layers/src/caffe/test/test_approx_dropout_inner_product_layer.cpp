@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
 
 #include "caffe/blob.hpp"
@@ -10,6 +11,7 @@
 #include "caffe/filler.hpp"
 #include "caffe/layers/approx_dropout_inner_product_layer.hpp"
 #include "caffe/layers/inner_product_layer.hpp"
+#include "caffe/net.hpp"
 
 #include "caffe/test/approx_dropout_test_util.hpp"
 #include "caffe/test/test_caffe_main.hpp"
@@ -20,25 +22,36 @@ namespace caffe {
 enum Mode { ROW_OUTPUT, ROW_INPUT, TILE };
 
 // Plain loops over the formulas of the layer's documentation, with an
-// explicit mask: mask(j, k) = 1 iff weight (j, k) takes part this iteration.
+// explicit mask: mask(m, j, k) = 1 iff weight (j, k) takes part in row m.
 struct Reference {
   int M, K, N, th, tw;
   Mode mode;
   int dp, b;
   double s;
-  bool mask(int j, int k) const {
+  int S;          // batch slices
+  bool diagonal;  // TILE order
+  // Row m lies in slice sl = the one with floor(sl M / S) <= m, which uses
+  // offset (b + sl) % dp.
+  int row_b(int m) const {
+    int sl = 0;
+    while (static_cast<int64_t>(sl + 1) * M / S <= m) ++sl;
+    return (b + sl) % dp;
+  }
+  bool tile_kept(int r, int c, int bm) const {
+    const int C = (K + tw - 1) / tw;
+    return (diagonal ? r + c : r * C + c) % dp == bm;
+  }
+  bool mask(int m, int j, int k) const {
+    const int bm = row_b(m);
     switch (mode) {
-      case ROW_OUTPUT: return j % dp == b;
-      case ROW_INPUT: return k % dp == b;
-      default: {
-        const int C = (K + tw - 1) / tw;
-        return ((j / th) * C + k / tw) % dp == b;
-      }
+      case ROW_OUTPUT: return j % dp == bm;
+      case ROW_INPUT: return k % dp == bm;
+      default: return tile_kept(j / th, k / tw, bm);
     }
   }
-  // multiplier of bias[j] in y[:, j]
-  double bias_gate(int j) const {
-    return mode == ROW_OUTPUT ? (j % dp == b ? s : 0) : 1;
+  // multiplier of bias[j] in y[m, j]
+  double bias_gate(int m, int j) const {
+    return mode == ROW_OUTPUT ? (j % dp == row_b(m) ? s : 0) : 1;
   }
   template <typename Dtype>
   void Forward(const Dtype* x, const Dtype* w, const Dtype* bias,
@@ -48,9 +61,9 @@ struct Reference {
       for (int j = 0; j < N; ++j) {
         double acc = 0;
         for (int k = 0; k < K; ++k) {
-          if (mask(j, k)) acc += x[m * K + k] * w[j * K + k];
+          if (mask(m, j, k)) acc += x[m * K + k] * w[j * K + k];
         }
-        (*y)[m * N + j] = s * acc + (bias ? bias_gate(j) * bias[j] : 0);
+        (*y)[m * N + j] = s * acc + (bias ? bias_gate(m, j) * bias[j] : 0);
       }
     }
   }
@@ -64,9 +77,9 @@ struct Reference {
     for (int m = 0; m < M; ++m) {
       for (int j = 0; j < N; ++j) {
         const double g = dy[m * N + j];
-        (*db)[j] += bias_gate(j) * g;
+        (*db)[j] += bias_gate(m, j) * g;
         for (int k = 0; k < K; ++k) {
-          if (!mask(j, k)) continue;
+          if (!mask(m, j, k)) continue;
           (*dw)[j * K + k] += s * g * x[m * K + k];
           (*dx)[m * K + k] += s * g * w[j * K + k];
         }
@@ -83,7 +96,7 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
   ApproxDropoutInnerProductLayerTest()
       : blob_bottom_(new Blob<Dtype>(3, 2, 3, 2)),  // M = 3, K = 12
         blob_top_(new Blob<Dtype>()), blob_pattern_(new Blob<Dtype>()),
-        num_output_(13) {
+        num_output_(13), slices_(4), diagonal_(true) {
     FillBottom();
     blob_bottom_vec_.push_back(blob_bottom_);
     blob_top_vec_.push_back(blob_top_);
@@ -133,12 +146,19 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
                                    : ApproxDropoutParameter_Side_OUTPUT);
     ad->set_tile_height(4);
     ad->set_tile_width(5);
+    ad->set_batch_slices(slices_);
+    if (mode == TILE) {
+      ad->set_tile_order(diagonal_
+          ? ApproxDropoutParameter_TileOrder_DIAGONAL
+          : ApproxDropoutParameter_TileOrder_ROW_MAJOR);
+    }
     return p;
   }
 
   Reference Ref(Mode mode, int dp, int b, double scale) {
     const int M = blob_bottom_->num(), K = blob_bottom_->count(1);
-    Reference r = {M, K, num_output_, 4, 5, mode, dp, b, scale};
+    Reference r = {M, K, num_output_, 4, 5, mode, dp, b, scale, slices_,
+                   diagonal_};
     return r;
   }
 
@@ -199,34 +219,54 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
     checker.CheckGradientExhaustive(&layer, blob_bottom_vec_, blob_top_vec_);
   }
 
-  // Over many TRAIN iterations: each output neuron (ROW) or tile (TILE) is
-  // dropped with frequency within 3 sigma of p, the sampled dp follow the
-  // distribution (chi-squared), and every output matches the reference for
-  // the pattern the second top reports.
-  void CheckStatistics(Mode mode) {
+  // Over many TRAIN iterations: in every slice, each output neuron (ROW) or
+  // tile (TILE) is dropped with frequency within 3 sigma of p, the sampled dp
+  // follow the distribution (chi-squared), and every output matches the
+  // reference for the patterns the second top reports. An empty k uses the
+  // layer's default distribution for `ratio`.
+  void CheckStatistics(Mode mode, std::vector<double> k, float ratio) {
     Caffe::set_random_seed(1234);
-    LayerParameter p = Param(mode, false, 0.61);
-    const double k[] = {0.1, 0.2, 0.3, 0.2, 0.2};  // rate 0.61
-    for (double v : k) p.mutable_approx_dropout_param()->add_pattern_distribution(v);
+    LayerParameter p = Param(mode, false, ratio);
+    const bool default_k = k.empty();
+    for (double v : k) {
+      p.mutable_approx_dropout_param()->add_pattern_distribution(v);
+    }
     p.set_phase(TRAIN);
     vector<Blob<Dtype>*> tops(blob_top_vec_);
     tops.push_back(blob_pattern_);
     ApproxDropoutInnerProductLayer<Dtype> layer(p);
     layer.SetUp(blob_bottom_vec_, tops);
-    const double rate = PatternDropoutRate(std::vector<double>(k, k + 5));
-    const double s = 1.0 / (1.0 - 0.61);
+    if (default_k) k = layer.sampler().distribution();
+    const int max_dp = k.size();
+    ASSERT_EQ(blob_pattern_->num_axes(), 2);
+    ASSERT_EQ(blob_pattern_->shape(0), slices_);
+    ASSERT_EQ(blob_pattern_->shape(1), 2);
+    const double rate = PatternDropoutRate(k);
+    EXPECT_NEAR(rate, ratio, default_k ? 1e-6 : 0.01);
+    const double s = 1.0 / (1.0 - ratio);
     const int trials = 10000, units = mode == TILE ? 4 * 3 : 13;
-    std::vector<int> dropped(units, 0), dp_count(5, 0);
+    std::vector<int> dropped(units * slices_, 0), dp_count(max_dp, 0);
     for (int t = 0; t < trials; ++t) {
       layer.Forward(blob_bottom_vec_, tops);
-      const int dp = static_cast<int>(blob_pattern_->cpu_data()[0]);
-      const int b = static_cast<int>(blob_pattern_->cpu_data()[1]);
+      const Dtype* observed = blob_pattern_->cpu_data();
+      const int dp = static_cast<int>(observed[0]);
+      const int b = static_cast<int>(observed[1]);
       ASSERT_GE(dp, 1);
-      ASSERT_LE(dp, 5);
+      ASSERT_LE(dp, max_dp);
+      ASSERT_GT(k[dp - 1], 0) << "sampled a dp of probability 0";
       ASSERT_EQ(dp, layer.pattern().dp);
       ASSERT_EQ(b, layer.pattern().b);
       ++dp_count[dp - 1];
-      for (int u = 0; u < units; ++u) dropped[u] += (u % dp != b);
+      for (int sl = 0; sl < slices_; ++sl) {
+        ASSERT_EQ(observed[2 * sl], dp);
+        const int bs = static_cast<int>(observed[2 * sl + 1]);
+        ASSERT_EQ(bs, (b + sl) % dp) << "slice " << sl;
+        for (int u = 0; u < units; ++u) {
+          const bool kept = mode == TILE && diagonal_
+              ? (u / 3 + u % 3) % dp == bs : u % dp == bs;
+          dropped[sl * units + u] += !kept;
+        }
+      }
       if (t % 500 == 0) {  // the output really follows the reported pattern
         std::vector<double> y;
         Ref(mode, dp, b, s).Forward(blob_bottom_->cpu_data(),
@@ -236,14 +276,15 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
         }
       }
     }
-    ExpectPatternStatistics(dropped, dp_count, std::vector<double>(k, k + 5),
-                            trials, rate);
+    ExpectPatternStatistics(dropped, dp_count, k, trials, rate);
   }
 
   Blob<Dtype>* const blob_bottom_;
   Blob<Dtype>* const blob_top_;
   Blob<Dtype>* const blob_pattern_;
   int num_output_;
+  int slices_;     // batch_slices of Param() and Ref()
+  bool diagonal_;  // tile_order of Param() and Ref()
   vector<Blob<Dtype>*> blob_bottom_vec_;
   vector<Blob<Dtype>*> blob_top_vec_;
 };
@@ -276,10 +317,230 @@ TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestRowInputMatchesMask) {
 }
 
 TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestTileMatchesMask) {
-  // 4 x 3 tiles; dp 2 and 4 divide the 3 tile columns unevenly, dp 3 evenly
-  for (int dp = 1; dp <= 12; ++dp) {
-    for (int b = 0; b < dp; b += std::max(1, dp / 3)) {
-      this->CheckFixedPattern(TILE, dp % 2 == 0, dp, b);
+  // 4 x 3 tiles with short edge tiles; dp 2 and 4 divide the 3 tile columns
+  // unevenly, dp 3 evenly; dp > 6 leaves some diagonals without tiles
+  for (int order = 0; order < 2; ++order) {
+    this->diagonal_ = order == 1;
+    for (int dp = 1; dp <= 12; ++dp) {
+      for (int b = 0; b < dp; b += std::max(1, dp / 3)) {
+        this->CheckFixedPattern(TILE, dp % 2 == 0, dp, b);
+      }
+    }
+  }
+}
+
+// S = 1 (the paper's), uneven slices (M = 3, S = 2), S = M, and S > M with
+// empty slices; slices s and s + dp share a pattern when S > dp.
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestSlicesMatchMask) {
+  const int slices[] = {1, 2, 3, 5};
+  for (int S : slices) {
+    this->slices_ = S;
+    for (int order = 0; order < 2; ++order) {
+      this->diagonal_ = order == 1;
+      this->CheckFixedPattern(TILE, true, 2, 1);
+      this->CheckFixedPattern(TILE, false, 5, 3);
+    }
+    this->CheckFixedPattern(ROW_OUTPUT, true, 3, 2);
+    this->CheckFixedPattern(ROW_OUTPUT, true, 2, 0);
+    this->CheckFixedPattern(ROW_INPUT, true, 4, 1);
+    this->CheckFixedPattern(ROW_INPUT, false, 1, 0);
+  }
+}
+
+// A batch of 7 rows in 3 slices (2, 2, 3 rows), large enough shapes for the
+// threaded copies.
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestLargeSlicesMatchMask) {
+  this->UseLargeShapes();
+  this->blob_bottom_->Reshape(7, 1025, 1, 1);
+  this->FillBottom();
+  this->slices_ = 3;
+  this->CheckFixedPattern(ROW_OUTPUT, true, 3, 1);
+  this->CheckFixedPattern(ROW_INPUT, true, 2, 1);
+  this->CheckFixedPattern(TILE, true, 4, 3);
+  this->diagonal_ = false;
+  this->CheckFixedPattern(TILE, false, 3, 0);
+}
+
+// The batch size may change between iterations, down to no rows at all.
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestBatchSizeChanges) {
+  typedef typename TypeParam::Dtype Dtype;
+  const Mode modes[] = {ROW_OUTPUT, ROW_INPUT, TILE};
+  for (Mode mode : modes) {
+    this->blob_bottom_->Reshape(3, 2, 3, 2);
+    this->FillBottom();
+    LayerParameter p = this->Param(mode, true, 0.5);
+    p.set_phase(TRAIN);
+    ApproxDropoutInnerProductLayer<Dtype> layer(p);
+    layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+    layer.FixPattern(3, 1);
+    const int batches[] = {5, 0, 2, 9};
+    for (int M : batches) {
+      this->blob_bottom_->Reshape(M, 2, 3, 2);
+      if (M > 0) this->FillBottom();
+      layer.Reshape(this->blob_bottom_vec_, this->blob_top_vec_);
+      layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+      ASSERT_EQ(this->blob_top_->count(), M * 13);
+      std::vector<double> y;
+      this->Ref(mode, 3, 1, 2.0).Forward(this->blob_bottom_->cpu_data(),
+          layer.blobs()[0]->cpu_data(), layer.blobs()[1]->cpu_data(), &y);
+      for (int i = 0; i < this->blob_top_->count(); ++i) {
+        EXPECT_NEAR(this->blob_top_->cpu_data()[i], y[i], 2e-4)
+            << "M " << M << " y[" << i << "]";
+      }
+      caffe_set(this->blob_top_->count(), Dtype(1),
+                this->blob_top_->mutable_cpu_diff());
+      layer.Backward(this->blob_top_vec_, vector<bool>(1, true),
+                     this->blob_bottom_vec_);
+      for (int i = 0; i < layer.blobs()[0]->count(); ++i) {
+        ASSERT_TRUE(std::isfinite(layer.blobs()[0]->cpu_diff()[i]));
+      }
+    }
+  }
+}
+
+// propagate_down false leaves the bottom's diff alone; parameters whose
+// param_propagate_down is off (lr_mult: 0) keep their diffs, the others
+// still get theirs.
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestPropagateDownOff) {
+  typedef typename TypeParam::Dtype Dtype;
+  const Mode modes[] = {ROW_OUTPUT, ROW_INPUT, TILE};
+  for (Mode mode : modes) {
+    for (int off = 0; off < 3; ++off) {  // 0: bottom, 1: weights, 2: bias
+      LayerParameter p = this->Param(mode, true, 0.5);
+      p.set_phase(TRAIN);
+      ApproxDropoutInnerProductLayer<Dtype> layer(p);
+      layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+      layer.FixPattern(2, 1);
+      layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+      caffe_set(this->blob_top_->count(), Dtype(1),
+                this->blob_top_->mutable_cpu_diff());
+      caffe_set(this->blob_bottom_->count(), Dtype(7),
+                this->blob_bottom_->mutable_cpu_diff());
+      for (int i = 0; i < 2; ++i) {
+        caffe_set(layer.blobs()[i]->count(), Dtype(7),
+                  layer.blobs()[i]->mutable_cpu_diff());
+      }
+      if (off > 0) layer.set_param_propagate_down(off - 1, false);
+      layer.Backward(this->blob_top_vec_, vector<bool>(1, off != 0),
+                     this->blob_bottom_vec_);
+      std::vector<double> dw, db, dx;
+      const Reference ref = this->Ref(mode, 2, 1, 2.0);
+      ref.Backward(this->blob_bottom_->cpu_data(),
+                   layer.blobs()[0]->cpu_data(), this->blob_top_->cpu_diff(),
+                   &dw, &db, &dx);
+      for (int i = 0; i < this->blob_bottom_->count(); ++i) {
+        EXPECT_NEAR(this->blob_bottom_->cpu_diff()[i], off == 0 ? 7 : dx[i],
+                    2e-4) << "dx[" << i << "], off " << off;
+      }
+      for (int i = 0; i < layer.blobs()[0]->count(); ++i) {
+        EXPECT_NEAR(layer.blobs()[0]->cpu_diff()[i],
+                    off == 1 ? 7 : 7 + dw[i], 2e-4) << "dW[" << i << "]";
+      }
+      for (int j = 0; j < layer.blobs()[1]->count(); ++j) {
+        EXPECT_NEAR(layer.blobs()[1]->cpu_diff()[j],
+                    off == 2 ? 7 : 7 + db[j], 2e-4) << "db[" << j << "]";
+      }
+    }
+  }
+}
+
+// The same random_seed gives the same patterns and outputs.
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestSeedReproducible) {
+  typedef typename TypeParam::Dtype Dtype;
+  LayerParameter p = this->Param(TILE, true, 0.7);
+  p.set_phase(TRAIN);
+  vector<Blob<Dtype>*> tops(this->blob_top_vec_);
+  tops.push_back(this->blob_pattern_);
+  std::vector<std::vector<Dtype> > runs(2);
+  for (int run = 0; run < 2; ++run) {
+    Caffe::set_random_seed(77);
+    ApproxDropoutInnerProductLayer<Dtype> layer(p);
+    layer.SetUp(this->blob_bottom_vec_, tops);
+    for (int t = 0; t < 20; ++t) {
+      layer.Forward(this->blob_bottom_vec_, tops);
+      runs[run].insert(runs[run].end(), this->blob_pattern_->cpu_data(),
+          this->blob_pattern_->cpu_data() + this->blob_pattern_->count());
+      runs[run].insert(runs[run].end(), this->blob_top_->cpu_data(),
+          this->blob_top_->cpu_data() + this->blob_top_->count());
+    }
+  }
+  ASSERT_EQ(runs[0].size(), runs[1].size());
+  for (int i = 0; i < runs[0].size(); ++i) {
+    ASSERT_EQ(runs[0][i], runs[1][i]) << "value " << i;
+  }
+}
+
+// TEST phase: the second top (S x 2) reports dp = 1, b = 0 for every slice.
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestPatternTopInTestPhase) {
+  typedef typename TypeParam::Dtype Dtype;
+  LayerParameter p = this->Param(ROW_OUTPUT, true, 0.7);
+  p.set_phase(TEST);
+  vector<Blob<Dtype>*> tops(this->blob_top_vec_);
+  tops.push_back(this->blob_pattern_);
+  ApproxDropoutInnerProductLayer<Dtype> layer(p);
+  layer.SetUp(this->blob_bottom_vec_, tops);
+  layer.Forward(this->blob_bottom_vec_, tops);
+  ASSERT_EQ(this->blob_pattern_->shape(0), 4);
+  ASSERT_EQ(this->blob_pattern_->shape(1), 2);
+  for (int sl = 0; sl < 4; ++sl) {
+    EXPECT_EQ(this->blob_pattern_->cpu_data()[2 * sl], 1);
+    EXPECT_EQ(this->blob_pattern_->cpu_data()[2 * sl + 1], 0);
+  }
+}
+
+// Two layers sharing W and bias through param { name }: their gradients add
+// up in the shared diffs (loss = sum of both outputs, so dy = 1).
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestSharedWeightsAccumulate) {
+  typedef typename TypeParam::Dtype Dtype;
+  const char* modes[] = {"pattern: ROW", "pattern: ROW side: INPUT",
+                         "pattern: TILE tile_height: 4 tile_width: 5"};
+  const Mode mode_ids[] = {ROW_OUTPUT, ROW_INPUT, TILE};
+  for (int m = 0; m < 3; ++m) {
+    std::string layer_text =
+        "  type: 'ApproxDropoutInnerProduct' bottom: 'data' "
+        "  param { name: 'w' } param { name: 'bias' } "
+        "  loss_weight: 1 loss_weight: 0 "
+        "  inner_product_param { num_output: 13 "
+        "    weight_filler { type: 'uniform' min: -1 max: 1 } "
+        "    bias_filler { type: 'uniform' min: 1 max: 2 } } "
+        "  approx_dropout_param { dropout_ratio: 0.5 batch_slices: 4 "
+        + std::string(modes[m]) + " } }";
+    const std::string net_text =
+        "name: 'shared' state { phase: TRAIN } "
+        "layer { name: 'data' type: 'Input' top: 'data' "
+        "  input_param { shape { dim: 3 dim: 12 } } } "
+        "layer { name: 'fa' top: 'ya' top: 'pa' " + layer_text +
+        "layer { name: 'fb' top: 'yb' top: 'pb' " + layer_text;
+    NetParameter net_param;
+    CHECK(google::protobuf::TextFormat::ParseFromString(net_text, &net_param));
+    Caffe::set_random_seed(5 + m);
+    Net<Dtype> net(net_param);
+    Blob<Dtype>* data = net.blob_by_name("data").get();
+    caffe_copy(data->count(), this->blob_bottom_->cpu_data(),
+               data->mutable_cpu_data());
+    ASSERT_EQ(net.learnable_params().size(), 2) << "W and bias are shared";
+    net.ClearParamDiffs();
+    net.ForwardBackward();
+    std::vector<double> dw_sum(13 * 12, 0), db_sum(13, 0);
+    const char* patterns[] = {"pa", "pb"};
+    const std::vector<Dtype> ones(3 * 13, Dtype(1));
+    for (const char* name : patterns) {
+      const Dtype* pat = net.blob_by_name(name)->cpu_data();
+      Reference ref = this->Ref(mode_ids[m], static_cast<int>(pat[0]),
+                                static_cast<int>(pat[1]), 2.0);
+      std::vector<double> dw, db, dx;
+      ref.Backward(data->cpu_data(), net.learnable_params()[0]->cpu_data(),
+                   &ones[0], &dw, &db, &dx);
+      for (int i = 0; i < dw.size(); ++i) dw_sum[i] += dw[i];
+      for (int j = 0; j < db.size(); ++j) db_sum[j] += db[j];
+    }
+    for (int i = 0; i < dw_sum.size(); ++i) {
+      EXPECT_NEAR(net.learnable_params()[0]->cpu_diff()[i], dw_sum[i], 2e-4)
+          << modes[m] << " dW[" << i << "]";
+    }
+    for (int j = 0; j < db_sum.size(); ++j) {
+      EXPECT_NEAR(net.learnable_params()[1]->cpu_diff()[j], db_sum[j], 2e-4)
+          << modes[m] << " db[" << j << "]";
     }
   }
 }
@@ -305,6 +566,16 @@ TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestGradientRowInput) {
 TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestGradientTile) {
   this->CheckGradient(TILE, true, 2, 1);
   this->CheckGradient(TILE, false, 5, 3);
+  this->diagonal_ = false;
+  this->CheckGradient(TILE, true, 3, 2);
+}
+
+// The checks above run 4 slices over 3 rows; here 2 uneven slices.
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestGradientTwoSlices) {
+  this->slices_ = 2;
+  this->CheckGradient(ROW_OUTPUT, true, 3, 2);
+  this->CheckGradient(ROW_INPUT, true, 2, 1);
+  this->CheckGradient(TILE, true, 3, 1);
 }
 
 TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestPhaseEqualsInnerProduct) {
@@ -332,12 +603,29 @@ TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestPhaseEqualsInnerProduct) {
   }
 }
 
+const double kStatisticsK[] = {0.1, 0.2, 0.3, 0.2, 0.2};  // rate 0.61
+
 TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestStatisticsRow) {
-  this->CheckStatistics(ROW_OUTPUT);
+  this->CheckStatistics(ROW_OUTPUT,
+      std::vector<double>(kStatisticsK, kStatisticsK + 5), 0.61);
+  this->slices_ = 1;  // the paper's one pattern per batch
+  this->CheckStatistics(ROW_OUTPUT,
+      std::vector<double>(kStatisticsK, kStatisticsK + 5), 0.61);
 }
 
 TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestStatisticsTile) {
-  this->CheckStatistics(TILE);
+  this->CheckStatistics(TILE,
+      std::vector<double>(kStatisticsK, kStatisticsK + 5), 0.61);
+  this->diagonal_ = false;
+  this->slices_ = 2;
+  this->CheckStatistics(TILE,
+      std::vector<double>(kStatisticsK, kStatisticsK + 5), 0.61);
+}
+
+// No pattern_distribution: the built-in default for the ratio.
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestStatisticsDefault) {
+  this->CheckStatistics(ROW_OUTPUT, std::vector<double>(), 0.7);
+  this->CheckStatistics(TILE, std::vector<double>(), 0.3);
 }
 
 // Bad parameters fail at setup, with messages naming layer and parameter.
@@ -411,6 +699,21 @@ TEST_F(ApproxDropoutInnerProductDeathTest, TileOnInputSide) {
   p.mutable_approx_dropout_param()->set_side(
       ApproxDropoutParameter_Side_INPUT);
   ExpectSetupDeath<float>(p, "side: INPUT applies to pattern: ROW only");
+}
+
+TEST_F(ApproxDropoutInnerProductDeathTest, ZeroSlices) {
+  LayerParameter p = Base();
+  p.mutable_approx_dropout_param()->set_batch_slices(0);
+  ExpectSetupDeath<float>(p, "Layer fc2: approx_dropout_param.batch_slices "
+                             "must be >= 1");
+}
+
+TEST_F(ApproxDropoutInnerProductDeathTest, TileOrderWithRow) {
+  LayerParameter p = Base();
+  p.mutable_approx_dropout_param()->set_tile_order(
+      ApproxDropoutParameter_TileOrder_ROW_MAJOR);
+  ExpectSetupDeath<float>(p, "Layer fc2: approx_dropout_param.tile_order "
+                             "applies to pattern: TILE only");
 }
 
 TEST_F(ApproxDropoutInnerProductDeathTest, Transpose) {

@@ -26,7 +26,7 @@ class ApproxDropoutLSTMLayerTest : public MultiDeviceTest<TypeParam> {
  protected:
   static constexpr int kT = 3, kN = 2, kK = 12, kH = 5;
 
-  ApproxDropoutLSTMLayerTest() {
+  ApproxDropoutLSTMLayerTest() : slices_(1), diagonal_(false) {
     x_.Reshape(kT, kN, 3, 4);
     vector<int> shape(2);
     shape[0] = kT;
@@ -61,19 +61,30 @@ class ApproxDropoutLSTMLayerTest : public MultiDeviceTest<TypeParam> {
     r->mutable_bias_filler()->set_std(0.2);
     ApproxDropoutParameter* ad = p.mutable_approx_dropout_param();
     ad->set_dropout_ratio(ratio);
+    ad->set_batch_slices(slices_);
     if (tile) {
       ad->set_pattern(ApproxDropoutParameter_Pattern_TILE);
       ad->set_tile_height(4);
       ad->set_tile_width(5);
+      ad->set_tile_order(diagonal_
+          ? ApproxDropoutParameter_TileOrder_DIAGONAL
+          : ApproxDropoutParameter_TileOrder_ROW_MAJOR);
     }
     p.set_phase(TRAIN);
     return p;
   }
 
+  // ROW: is input feature k kept in row `row` of the time-major input (row
+  // t N + n), whose slice s uses offset (b + s) % dp? TILE (one slice only:
+  // a masked LSTM has one W): is W_xc[row, k] kept?
   bool Kept(bool tile, int dp, int b, int row, int k) const {
-    if (!tile) return k % dp == b;
-    const int tiles_per_row = (kK + 4) / 5;
-    return ((row / 4) * tiles_per_row + k / 5) % dp == b;
+    if (!tile) {
+      int s = 0;
+      while ((s + 1) * kT * kN / slices_ <= row) ++s;
+      return k % dp == (b + s) % dp;
+    }
+    const int tiles_per_row = (kK + 4) / 5, r = row / 4, c = k / 5;
+    return (diagonal_ ? r + c : r * tiles_per_row + c) % dp == b;
   }
 
   // Compares ApproxDropoutLSTM with the pattern (dp, b) fixed against
@@ -107,14 +118,16 @@ class ApproxDropoutLSTMLayerTest : public MultiDeviceTest<TypeParam> {
     for (int m = 0; m < kT * kN; ++m) {
       for (int k = 0; k < kK; ++k) {
         if (!tile) {
-          x_ref.mutable_cpu_data()[m * kK + k] *= Kept(false, dp, b, 0, k) ? s : 0;
+          x_ref.mutable_cpu_data()[m * kK + k] *=
+              Kept(false, dp, b, m, k) ? s : 0;
         }
       }
     }
     if (tile) {
       for (int j = 0; j < 4 * kH; ++j) {
         for (int k = 0; k < kK; ++k) {
-          w_ref->mutable_cpu_data()[j * kK + k] *= Kept(true, dp, b, j, k) ? s : 0;
+          w_ref->mutable_cpu_data()[j * kK + k] *=
+              Kept(true, dp, b, j, k) ? s : 0;
         }
       }
     }
@@ -145,7 +158,7 @@ class ApproxDropoutLSTMLayerTest : public MultiDeviceTest<TypeParam> {
     for (int m = 0; m < kT * kN; ++m) {
       for (int k = 0; k < kK; ++k) {
         const int i = m * kK + k;
-        const Dtype factor = tile ? 1 : (Kept(false, dp, b, 0, k) ? s : 0);
+        const Dtype factor = tile ? 1 : (Kept(false, dp, b, m, k) ? s : 0);
         ASSERT_NEAR(x_.cpu_diff()[i], factor * x_ref.cpu_diff()[i], 1e-5) << i;
       }
     }
@@ -220,6 +233,8 @@ class ApproxDropoutLSTMLayerTest : public MultiDeviceTest<TypeParam> {
 
   Blob<Dtype> x_, cont_, static_, h_;
   vector<Blob<Dtype>*> bottom_, top_;
+  int slices_;     // batch_slices of Param()
+  bool diagonal_;  // tile_order of Param()
 };
 
 TYPED_TEST_CASE(ApproxDropoutLSTMLayerTest, TestDtypesAndDevices);
@@ -253,6 +268,35 @@ TYPED_TEST(ApproxDropoutLSTMLayerTest, TestTileMatchesMaskedWeights) {
       this->CheckAgainstMaskedLSTM(true, dp, b, false);
     }
   }
+}
+
+// Slices of x_transform's time-major rows are blocks of time steps: with 3
+// slices over T = 3 steps of 2 streams each step has its own offset; with 4
+// the slices are uneven (1, 2, 1, 2 rows) and cut through a step.
+TYPED_TEST(ApproxDropoutLSTMLayerTest, TestRowSlicesMatchMaskedInput) {
+  const int slices[] = {3, 4};
+  for (int S : slices) {
+    this->slices_ = S;
+    this->CheckAgainstMaskedLSTM(false, 3, 1, false);
+    this->CheckAgainstMaskedLSTM(false, 2, 1, true);
+  }
+}
+
+TYPED_TEST(ApproxDropoutLSTMLayerTest, TestTileDiagonalMatchesMaskedWeights) {
+  this->diagonal_ = true;
+  const int dps[] = {1, 2, 3, 7};
+  for (int dp : dps) {
+    for (int b = 0; b < dp; b += (dp > 3 ? 3 : 1)) {
+      this->CheckAgainstMaskedLSTM(true, dp, b, false);
+    }
+  }
+}
+
+TYPED_TEST(ApproxDropoutLSTMLayerTest, TestGradientSlices) {
+  this->slices_ = 4;
+  this->diagonal_ = true;
+  this->CheckGradient(false, 3, 2, false);
+  this->CheckGradient(true, 2, 1, true);
 }
 
 TYPED_TEST(ApproxDropoutLSTMLayerTest, TestStaticInputMatches) {

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <sstream>
@@ -58,30 +59,102 @@ TEST(BlockStrideTest, AllIsIdentity) {
   EXPECT_TRUE(contiguous.all());
 }
 
+namespace {
+
+// The dp (1-based) whose rates bracket p: largest with rate <= p, smallest
+// with rate >= p (the same 1e-12 tie tolerance as the implementation).
+void Bracket(double p, int n, int* lo, int* hi) {
+  *lo = 1;
+  *hi = n;
+  for (int dp = 1; dp <= n; ++dp) {
+    if ((dp - 1.0) / dp <= p + 1e-12) *lo = dp;
+  }
+  for (int dp = n; dp >= 1; --dp) {
+    if ((dp - 1.0) / dp >= p - 1e-12) *hi = dp;
+  }
+}
+
+// Standard deviation of one iteration's dropped fraction under k.
+double Spread(const std::vector<double>& k) {
+  const double mean = PatternDropoutRate(k);
+  double var = 0;
+  for (size_t i = 0; i < k.size(); ++i) {
+    var += k[i] * std::pow(static_cast<double>(i) / (i + 1) - mean, 2);
+  }
+  return std::sqrt(std::max(0.0, var));
+}
+
+}  // namespace
+
 TEST(DefaultPatternDistributionTest, MeetsTheRateExactly) {
-  const double rates[] = {0.0, 0.1, 0.3, 0.5, 0.6, 0.7, 0.9};
-  const int max_dps[] = {16, 64, 2048};
+  const double rates[] = {0.0, 0.1, 0.3, 0.5, 0.6, 0.7, 0.75, 0.9, 0.95,
+                          0.99};
+  const int max_dps[] = {16, 64, 2048, 4096};
   for (double p : rates) {
     for (int n : max_dps) {
+      if (p > (n - 1.0) / n) continue;
       const std::vector<double> k = DefaultPatternDistribution(p, n);
       ASSERT_EQ(static_cast<int>(k.size()), n) << p << " " << n;
+      int lo, hi;
+      Bracket(p, n, &lo, &hi);
+      const double q = 1 - p;
       double sum = 0;
       for (size_t i = 0; i < k.size(); ++i) {
         EXPECT_GE(k[i], 0);
         sum += k[i];
-        // bounded support: rates within the band of p, or the bracketing dp
+        // bounded support: kept fraction 1/dp within min(0.05, q / 2) of
+        // q, or one of the bracketing dp
+        const int dp = i + 1;
         if (k[i] > 0) {
-          const double r = static_cast<double>(i) / (i + 1);
-          const double next = static_cast<double>(i + 1) / (i + 2);
-          const double prev = i > 0 ? (i - 1.0) / i : -1;
-          EXPECT_TRUE(std::fabs(r - p) <= 0.1 + 1e-6 ||
-                      (r <= p && next >= p) || (r >= p && prev <= p))
-              << "dp " << i + 1 << " has rate " << r << " for p " << p;
+          EXPECT_TRUE(std::fabs(1.0 / dp - q) <= std::min(0.05, 0.5 * q) + 1e-6
+                      || dp == lo || dp == hi)
+              << "dp " << dp << " has mass " << k[i] << " for p " << p;
         }
       }
       EXPECT_NEAR(sum, 1.0, 1e-12);
       EXPECT_NEAR(PatternDropoutRate(k), p, 1e-9) << p << " " << n;
     }
+  }
+}
+
+// Issue 12: one iteration's dropped fraction varies by at most 0.05 (std),
+// or by no more than the bracketing pair alone forces (p < 2/3). For
+// p <= 0.95 the support lies in dp <= 40, so N = 1 .. 45 and a few large N
+// stand for every N up to 4096.
+TEST(DefaultPatternDistributionTest, SpreadIsBounded) {
+  std::vector<int> max_dps;
+  for (int n = 1; n <= 45; ++n) max_dps.push_back(n);
+  max_dps.push_back(64);
+  max_dps.push_back(1000);
+  max_dps.push_back(4096);
+  int checked = 0;
+  for (int step = 0; step <= 380; ++step) {
+    const double decimal = step * 0.0025;
+    const double ps[] = {decimal, static_cast<float>(decimal)};
+    for (double p : ps) {
+      for (int n : max_dps) {
+        if (p > (n - 1.0) / n) continue;
+        const std::vector<double> k = DefaultPatternDistribution(p, n);
+        ASSERT_EQ(static_cast<int>(k.size()), n) << p << " " << n;
+        int lo, hi;
+        Bracket(p, n, &lo, &hi);
+        const double pair = std::sqrt(std::max(
+            0.0, (p - (lo - 1.0) / lo) * ((hi - 1.0) / hi - p)));
+        EXPECT_LE(Spread(k), std::max(0.05, pair) + 1e-9)
+            << "p " << p << " N " << n;
+        EXPECT_NEAR(PatternDropoutRate(k), p, 1e-9) << "p " << p << " N " << n;
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GT(checked, 20000);
+  // Just below 3/4 dp = 5 enters the band (thanks to its 1e-6 slack) while
+  // dp = 3 is out of it: the support must stay the pair 3, 4.
+  const double below[] = {0.75 - 1e-9, std::nextafter(0.75f, 0.f)};
+  for (double p : below) {
+    const std::vector<double> k = DefaultPatternDistribution(p, 16);
+    EXPECT_EQ(k[4], 0) << p;
+    EXPECT_LE(Spread(k), 0.05) << p;
   }
 }
 
@@ -93,12 +166,28 @@ TEST(DefaultPatternDistributionTest, KnownValues) {
   k = DefaultPatternDistribution(0.3, 16);
   EXPECT_NEAR(k[0], 0.4, 1e-9);
   EXPECT_NEAR(k[1], 0.6, 1e-9);
-  // p = 0.7: dp 3, 4 and 5 (rates 2/3, 3/4, 4/5) are within 0.1 of p.
-  k = DefaultPatternDistribution(0.7, 16);
-  EXPECT_GT(k[2], 0);
-  EXPECT_GT(k[3], 0);
-  EXPECT_GT(k[4], 0);
-  EXPECT_EQ(k[1] + k[5], 0);
+  // p = 0.7: dp 3 and 4 (rates 2/3, 3/4); dp 5 (4/5) is 0.1 away.
+  const float p07 = 0.7f;
+  for (double p : {0.7, static_cast<double>(p07)}) {
+    k = DefaultPatternDistribution(p, 16);
+    EXPECT_NEAR(k[2], 0.6, 1e-6) << p;
+    EXPECT_NEAR(k[3], 0.4, 1e-6) << p;
+    EXPECT_EQ(k[1] + k[4], 0) << p;
+  }
+  // p = 0.75 is dp = 4's rate and the least in its support {4, 5}.
+  k = DefaultPatternDistribution(0.75, 4096);
+  EXPECT_EQ(k[3], 1.0);
+  // p = 0.9: dp 7 .. 20 (kept fraction within 0.05 of 0.1), not up to N.
+  k = DefaultPatternDistribution(0.9, 4096);
+  for (int dp = 1; dp <= 4096; ++dp) {
+    EXPECT_EQ(k[dp - 1] > 0, dp >= 7 && dp <= 20) << dp;
+  }
+  EXPECT_LT(Spread(k), 0.05);
+  // p = 0.95: kept fraction within 0.025 of 0.05: dp 14 .. 40.
+  k = DefaultPatternDistribution(0.95, 4096);
+  for (int dp = 1; dp <= 4096; ++dp) {
+    EXPECT_EQ(k[dp - 1] > 0, dp >= 14 && dp <= 40) << dp;
+  }
 }
 
 TEST(DefaultPatternDistributionTest, UnreachableRateIsEmpty) {
@@ -138,11 +227,15 @@ TEST(DefaultPatternDistributionTest, EqualsPythonBoundedSearch) {
       EXPECT_TRUE(k.empty()) << "p " << p << " N " << n;
     } else {
       ASSERT_EQ(static_cast<int>(k.size()), n) << "p " << p << " N " << n;
+      // Same support exactly (it is decided with +, -, *, / only, plus
+      // slack); values within 1e-9: they go through exp, whose last bit
+      // differs between libms, and the table has 12 significant digits.
       for (int i = 0; i < n; ++i) {
         if (expected[i] == 0) {
           EXPECT_EQ(k[i], 0) << "p " << p << " N " << n << " dp " << i + 1;
         } else {
-          EXPECT_NEAR(k[i], expected[i], 1e-10)
+          EXPECT_GT(k[i], 0) << "p " << p << " N " << n << " dp " << i + 1;
+          EXPECT_NEAR(k[i], expected[i], 1e-9)
               << "p " << p << " N " << n << " dp " << i + 1;
         }
       }
@@ -195,6 +288,133 @@ TEST(DropoutPatternSamplerTest, SeedMakesItReproducible) {
   for (int t = 0; t < 50; ++t) {
     const DropoutPattern p = sampler.Sample();
     EXPECT_EQ(first[t], p.dp * 1000 + p.b);
+  }
+}
+
+namespace {
+
+ApproxDropoutParameter SamplerParam(double ratio,
+                                    const std::vector<double>& k) {
+  ApproxDropoutParameter param;
+  param.set_dropout_ratio(ratio);
+  for (double v : k) param.add_pattern_distribution(v);
+  return param;
+}
+
+}  // namespace
+
+// Issue 12: a float uniform can be exactly 1.0; it must not select a dp of
+// probability 0 (upper_bound ran off the cdf and was clamped to its end).
+TEST(DropoutPatternSamplerTest, UniformOfOneSelectsAPossibleDp) {
+  // default for p = 0.3 over 16 units: k = (0.4, 0.6, 0, ..., 0)
+  DropoutPatternSampler by_default(
+      SamplerParam(0.3, std::vector<double>()), 16, "sampler");
+  ASSERT_EQ(by_default.distribution().size(), 2u) << "trailing zeros trimmed";
+  EXPECT_EQ(by_default.DpForUniform(1.0), 2);
+  EXPECT_EQ(by_default.DpForUniform(std::nextafter(1.0, 2.0)), 2);
+  EXPECT_EQ(by_default.DpForUniform(std::nextafter(1.0, 0.0)), 2);
+  EXPECT_EQ(by_default.DpForUniform(0.0), 1);
+  EXPECT_EQ(by_default.DpForUniform(0.39), 1);
+  EXPECT_EQ(by_default.DpForUniform(0.41), 2);
+  // given with trailing and inner zeros: k = (0.25, 0, 0.75, 0, 0), rate 0.5
+  const double given[] = {0.25, 0, 0.75, 0, 0};
+  DropoutPatternSampler sampler(
+      SamplerParam(0.5, std::vector<double>(given, given + 5)), 10, "sampler");
+  ASSERT_EQ(sampler.distribution().size(), 3u);
+  EXPECT_EQ(sampler.DpForUniform(0.0), 1);
+  EXPECT_EQ(sampler.DpForUniform(0.2499), 1);
+  EXPECT_EQ(sampler.DpForUniform(0.25), 3);  // cdf = 0.25 at dp 1 and dp 2
+  EXPECT_EQ(sampler.DpForUniform(0.9999), 3);
+  EXPECT_EQ(sampler.DpForUniform(1.0), 3);
+  EXPECT_EQ(sampler.DpForUniform(1.5), 3);
+  // leading zeros: default for p = 0.7 is dp 3, 4
+  DropoutPatternSampler high(
+      SamplerParam(0.7, std::vector<double>()), 16, "sampler");
+  EXPECT_EQ(high.DpForUniform(0.0), 3);
+  EXPECT_EQ(high.DpForUniform(1.0), 4);
+  for (DropoutPatternSampler* s : {&by_default, &sampler, &high}) {
+    for (int j = 0; j <= 1000; ++j) {
+      const int dp = s->DpForUniform(j / 1000.0);
+      ASSERT_GE(dp, 1);
+      ASSERT_LE(dp, static_cast<int>(s->distribution().size()));
+      EXPECT_GT(s->distribution()[dp - 1], 0) << "u " << j / 1000.0;
+    }
+  }
+}
+
+// Each dp's frequency is within 4 sigma of k_dp (the default for p = 0.9
+// over 4096 units: dp 7 .. 20), b is uniform, no dp of probability 0 shows.
+TEST(DropoutPatternSamplerTest, FrequenciesMatchTheDistribution) {
+  Caffe::set_random_seed(1702);
+  DropoutPatternSampler sampler(
+      SamplerParam(0.9, std::vector<double>()), 4096, "sampler");
+  const std::vector<double>& k = sampler.distribution();
+  ASSERT_EQ(k.size(), 20u);
+  const int trials = 40000;
+  std::vector<int> count(k.size(), 0), b_of_7(7, 0);
+  for (int t = 0; t < trials; ++t) {
+    const DropoutPattern p = sampler.Sample();
+    ASSERT_GE(p.dp, 1);
+    ASSERT_LE(p.dp, 20);
+    ASSERT_GT(k[p.dp - 1], 0) << "sampled dp " << p.dp;
+    ASSERT_GE(p.b, 0);
+    ASSERT_LT(p.b, p.dp);
+    ++count[p.dp - 1];
+    if (p.dp == 7) ++b_of_7[p.b];
+  }
+  for (size_t i = 0; i < k.size(); ++i) {
+    const double sigma = std::sqrt(k[i] * (1 - k[i]) / trials);
+    EXPECT_NEAR(count[i] / static_cast<double>(trials), k[i], 4 * sigma)
+        << "dp " << i + 1;
+  }
+  const int n7 = count[6];
+  for (int b = 0; b < 7; ++b) {
+    const double sigma = std::sqrt(n7 * (1.0 / 7) * (6.0 / 7));
+    EXPECT_NEAR(b_of_7[b], n7 / 7.0, 4 * sigma) << "b " << b;
+  }
+}
+
+// SampleSlices: per slice and unit, the drop frequency is within 4 sigma of
+// the ratio, for independent slices and for slices sharing dp with
+// consecutive offsets.
+TEST(DropoutPatternSamplerTest, SlicesKeepTheMarginalRate) {
+  Caffe::set_random_seed(1703);
+  const double given[] = {0.1, 0.2, 0.3, 0.2, 0.2};  // rate 0.61
+  DropoutPatternSampler sampler(
+      SamplerParam(0.61, std::vector<double>(given, given + 5)), 12, "sampler");
+  const int slices = 3, units = 12, trials = 20000;
+  for (bool shared : {false, true}) {
+    std::vector<int> dropped(slices * units, 0);
+    int differing_dp = 0;
+    std::vector<DropoutPattern> patterns;
+    for (int t = 0; t < trials; ++t) {
+      sampler.SampleSlices(slices, shared, &patterns);
+      ASSERT_EQ(static_cast<int>(patterns.size()), slices);
+      for (int s = 0; s < slices; ++s) {
+        const DropoutPattern& p = patterns[s];
+        ASSERT_GE(p.dp, 1);
+        ASSERT_LE(p.dp, 5);
+        ASSERT_GE(p.b, 0);
+        ASSERT_LT(p.b, p.dp);
+        if (shared) {
+          ASSERT_EQ(p.dp, patterns[0].dp);
+          ASSERT_EQ(p.b, (patterns[0].b + s) % p.dp);
+        }
+        differing_dp += p.dp != patterns[0].dp;
+        for (int u = 0; u < units; ++u) dropped[s * units + u] += !p.kept(u);
+      }
+    }
+    const double rate = 0.61, sigma = std::sqrt(rate * (1 - rate) / trials);
+    for (int i = 0; i < slices * units; ++i) {
+      EXPECT_NEAR(dropped[i] / static_cast<double>(trials), rate, 4 * sigma)
+          << (shared ? "shared dp" : "independent") << ", slice "
+          << i / units << ", unit " << i % units;
+    }
+    if (shared) {
+      EXPECT_EQ(differing_dp, 0);
+    } else {
+      EXPECT_GT(differing_dp, trials / 2) << "slices should draw their own dp";
+    }
   }
 }
 

@@ -18,8 +18,10 @@ double PatternDropoutRate(const std::vector<double>& k) {
 }
 
 std::vector<double> DefaultPatternDistribution(double p, int max_dp,
-                                               double band) {
+                                               double band,
+                                               double relative_band) {
   CHECK_GE(max_dp, 1) << "max_dp must be at least 1";
+  CHECK(band >= 0 && relative_band >= 0) << "bands must be non-negative";
   std::vector<double> rate(max_dp);
   for (int i = 0; i < max_dp; ++i) rate[i] = static_cast<double>(i) / (i + 1);
   const double eps = 1e-12;
@@ -32,15 +34,36 @@ std::vector<double> DefaultPatternDistribution(double p, int max_dp,
   for (int i = max_dp - 1; i >= 0; --i) {
     if (rate[i] >= p - eps) hi = i;
   }
-  std::vector<int> support;
+  // The band: kept fraction 1/dp within min(band, relative_band * q) of
+  // q = 1 - p. Only +, -, *, / here (bit-identical to the Python), and the
+  // 1e-6 slack keeps ties such as p = 0.7f, dp = 4 away from the last bit.
+  // The band is the support if it holds both bracketing dp; otherwise the
+  // support is just those two (adding band dp to an out-of-band bracket
+  // would widen the spread beyond both the band and the pair's).
+  const double q = 1.0 - p;
+  const double width = std::min(band, relative_band * q) + 1e-6;
+  std::vector<char> inside(max_dp);
   for (int i = 0; i < max_dp; ++i) {
-    if (i == lo || i == hi || std::fabs(rate[i] - p) <= band + 1e-6) {
-      support.push_back(i);
+    inside[i] = std::fabs(1.0 / (i + 1) - q) <= width;
+  }
+  std::vector<int> support;
+  if (inside[lo] && inside[hi]) {
+    for (int i = 0; i < max_dp; ++i) {
+      if (inside[i]) support.push_back(i);
     }
+  } else {
+    support.push_back(lo);
+    if (hi != lo) support.push_back(hi);
   }
   std::vector<double> k(max_dp, 0.0);
-  if (support.size() == 1) {
-    k[support[0]] = 1.0;
+  // p at an end of the support (p = 0, p = (max_dp - 1)/max_dp, p = 0.75
+  // with support dp = 4, 5): all mass there, no bisection to infinity.
+  if (support.size() == 1 || p >= rate[support.back()] - eps) {
+    k[support.back()] = 1.0;
+    return k;
+  }
+  if (p <= rate[support.front()] + eps) {
+    k[support.front()] = 1.0;
     return k;
   }
   // k_i ~ (i+1) exp(lambda rate_i): the rate is increasing in lambda.
@@ -57,14 +80,19 @@ std::vector<double> DefaultPatternDistribution(double p, int max_dp,
       const int i = support[j];
       w[j] = (i + 1) * std::exp(lambda * rate[i] - top);
       total += w[j];
-      mean += w[j] * rate[i];
     }
-    for (size_t j = 0; j < support.size(); ++j) w[j] /= total;
-    mean /= total;
+    for (size_t j = 0; j < support.size(); ++j) {
+      w[j] /= total;
+      mean += w[j] * rate[support[j]];
+    }
   };
-  double a = -1e4, b = 1e4;
+  // |lambda| <= 64 dp_max^2 covers every p at least eps inside the support:
+  // the top gap in rate is 1/(dp_max (dp_max - 1)).
+  const double top_dp = support.back() + 1.0;
+  double a = -64.0 * top_dp * top_dp, b = 64.0 * top_dp * top_dp;
   for (int iter = 0; iter < 200; ++iter) {
     const double mid = 0.5 * (a + b);
+    if (mid == a || mid == b) break;  // adjacent doubles: nothing changes
     weights(mid);
     if (mean < p) a = mid; else b = mid;
   }
@@ -112,21 +140,55 @@ DropoutPatternSampler::DropoutPatternSampler(
         << ", but dropout_ratio is " << ratio_ << " (they must agree within "
         << "0.01)";
   }
+  // Invariant: k_.back() > 0 (trailing zeros trimmed, for the default as for
+  // a given distribution), so DpForUniform's clamp lands on a possible dp.
+  while (!k_.empty() && k_.back() == 0) k_.pop_back();
+  CHECK(!k_.empty()) << where << "pattern_distribution has no positive entry";
   double acc = 0;
   for (double k : k_) cdf_.push_back(acc += k);
   cdf_.back() = 1.0;
 }
 
+int DropoutPatternSampler::DpForUniform(double u) const {
+  // The first dp whose cdf exceeds u: entries with k = 0 repeat the previous
+  // cdf value and are never the first to exceed it. u >= 1 (a float uniform
+  // can round up to 1) maps to the last dp, whose k is positive.
+  const size_t i =
+      std::upper_bound(cdf_.begin(), cdf_.end(), u) - cdf_.begin();
+  return static_cast<int>(std::min(i, cdf_.size() - 1)) + 1;
+}
+
 DropoutPattern DropoutPatternSampler::Sample() const {
-  float u;
-  caffe_rng_uniform<float>(1, 0.f, 1.f, &u);
-  const int dp = static_cast<int>(
-      std::upper_bound(cdf_.begin(), cdf_.end(), static_cast<double>(u))
-      - cdf_.begin()) + 1;
   DropoutPattern pattern;
-  pattern.dp = std::min(dp, static_cast<int>(cdf_.size()));
+  pattern.dp = DpForUniform(Uniform());
   pattern.b = static_cast<int>(caffe_rng_rand() % pattern.dp);
   return pattern;
+}
+
+double DropoutPatternSampler::Uniform() {
+  // One 32-bit draw of Caffe's RNG, exact in double: u in [0, 1 - 2^-32].
+  return caffe_rng_rand() * (1.0 / 4294967296.0);
+}
+
+void DropoutPatternSampler::SampleSlices(
+    int slices, bool shared_dp, std::vector<DropoutPattern>* out) const {
+  CHECK_GE(slices, 1) << "SampleSlices needs at least one slice";
+  out->resize(slices);
+  if (!shared_dp) {
+    for (int s = 0; s < slices; ++s) (*out)[s] = Sample();
+    return;
+  }
+  SliceOffsets(Sample(), slices, out);
+}
+
+void DropoutPatternSampler::SliceOffsets(const DropoutPattern& first,
+    int slices, std::vector<DropoutPattern>* out) {
+  CHECK_GE(slices, 1) << "SliceOffsets needs at least one slice";
+  out->resize(slices);
+  for (int s = 0; s < slices; ++s) {
+    (*out)[s].dp = first.dp;
+    (*out)[s].b = (first.b + s) % first.dp;
+  }
 }
 
 }  // namespace caffe

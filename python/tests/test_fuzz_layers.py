@@ -1,0 +1,432 @@
+"""Fuzz the approximate-dropout layers' setup checks through pycaffe.
+
+Random approx_dropout_param settings, valid and invalid, on small
+ApproxDropoutInnerProduct and ApproxDropoutLSTM nets. Whether a setting is
+valid is decided by an independent Python model of the layers' rules
+(Oracle below, transcribed from ApproxDropoutInnerProductLayer::LayerSetUp,
+ApproxDropoutLSTMLayer::FillUnrolledNet and the DropoutPatternSampler
+constructor), and each net runs in a forked child (approx_dropout.caffe_check):
+
+- valid by the model: the net loads, and forward + backward in TRAIN phase
+  leave every blob, parameter and gradient finite;
+- invalid by the model: the child dies with a message that names the layer
+  and the field ("Layer fc3: approx_dropout_param.tile_width ..."), never a
+  segfault, a hang or a silent success.
+
+Seeded (APPROX_DROPOUT_FUZZ_SEED, default below; APPROX_DROPOUT_FUZZ_CASES
+sets the count), so a failure reproduces; each failing case is printed as
+its prototxt. Values within a small margin of a tolerance boundary (rate
+within 0.01 of dropout_ratio, sum within 1e-4 of 1, dropout_ratio at the
+largest reachable rate) are not generated: float32 rounding could flip them.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+import pytest
+
+from approx_dropout import caffe_check
+
+SEED = int(os.environ.get("APPROX_DROPOUT_FUZZ_SEED", "20251129"))
+CASES = int(os.environ.get("APPROX_DROPOUT_FUZZ_CASES", "600"))
+LSTM_SHARE = 0.2
+
+# The layers' tolerances (approx_dropout_pattern.cpp), and the margins kept
+# away from them so that float32 rounding cannot decide a case.
+RATE_TOLERANCE, RATE_MARGIN = 0.01, 1e-3
+SUM_TOLERANCE, SUM_MARGIN = 1e-4, 2e-5
+REACH_MARGIN = 1e-6
+
+
+# ---- the generator -----------------------------------------------------------
+
+@dataclass
+class Case:
+    kind: str                       # "ip" or "lstm"
+    name: str                       # the layer's name
+    num_output: int
+    input_shape: tuple[int, ...]    # ip: M x (K...); lstm: T x N x (K...)
+    param: dict[str, Any] = field(default_factory=dict)  # approx_dropout_param fields set
+
+    @property
+    def rows(self) -> int:
+        """Rows of the weight matrix the pattern addresses (LSTM: W_xc, 4 H)."""
+        return 4 * self.num_output if self.kind == "lstm" else self.num_output
+
+    @property
+    def k(self) -> int:
+        """Input size K: the count of x from the inner product's axis (1; LSTM: 2)."""
+        return math.prod(self.input_shape[2 if self.kind == "lstm" else 1:])
+
+
+def _ratio(rng: random.Random, case: Case) -> Optional[float]:
+    roll = rng.random()
+    if roll < 0.08:
+        return None                                   # default 0.5
+    if roll < 0.16:
+        return rng.choice([-0.25, -1e-3, 1.0, 1.0 + 1e-3, 1.5, math.inf, math.nan])
+    if roll < 0.3:
+        return rng.choice([0.0, 0.3, 0.5, 0.7, 0.9])
+    return round(rng.uniform(0.0, 0.97), 4)
+
+
+def _tile(rng: random.Random, limit: int) -> Optional[int]:
+    roll = rng.random()
+    if roll < 0.15:
+        return None                                   # default 32
+    if roll < 0.2:
+        return 0
+    if roll < 0.35:
+        return limit + rng.randint(1, 8)              # larger than the matrix
+    return rng.randint(1, max(1, limit))
+
+
+def _pattern(rng: random.Random, case: Case) -> Optional[str]:
+    return rng.choice([None, "ROW", "ROW", "TILE", "TILE"])
+
+
+def _side(rng: random.Random, case: Case) -> Optional[str]:
+    return rng.choice([None, None, None, "OUTPUT", "INPUT", "INPUT"])
+
+
+# One line per approx_dropout_param field (pattern_distribution is drawn last,
+# from the others); a new field goes here and its rules into Oracle.
+FIELDS: dict[str, Callable[[random.Random, Case], Any]] = {
+    "dropout_ratio": _ratio,
+    "pattern": _pattern,
+    "side": _side,
+    "tile_height": lambda rng, case: _tile(rng, case.rows),
+    "tile_width": lambda rng, case: _tile(rng, case.k),
+    # more slices than rows (empty slices) included; 0 is refused
+    "batch_slices": lambda rng, case: rng.choice([None, None, 1, 2, 3, 4, 9] * 3 + [0]),
+    # with ROW mostly unset, as a user writes it (set, it is refused)
+    "tile_order": lambda rng, case: rng.choice(
+        [None, "ROW_MAJOR", "DIAGONAL"] if case.param.get("pattern") == "TILE"
+        else [None] * 15 + ["ROW_MAJOR"]),
+}
+
+
+def _two_point(p: float, n: int) -> Optional[list[float]]:
+    """k_1..k_j with rate exactly p on the two periods bracketing p, dp <= n."""
+    r = [(i - 1) / i for i in range(1, n + 1)]
+    below = [i for i in range(1, n + 1) if r[i - 1] <= p]
+    above = [i for i in range(1, n + 1) if r[i - 1] >= p]
+    if not below or not above:
+        return None
+    i, j = max(below), min(above)
+    k = [0.0] * j
+    if i == j:
+        k[i - 1] = 1.0
+    else:
+        w = (r[j - 1] - p) / (r[j - 1] - r[i - 1])
+        k[i - 1], k[j - 1] = w, 1.0 - w
+    return k
+
+
+def _distribution(rng: random.Random, case: Case, units: int) -> Optional[list[float]]:
+    p = case.param.get("dropout_ratio", 0.5)
+    if not (math.isfinite(p) and 0 <= p < 1):
+        p = rng.uniform(0, 0.9)
+    roll = rng.random()
+    n = max(1, units + (rng.randint(1, 4) if rng.random() < 0.15 else -rng.randint(0, 2)))
+    if roll < 0.3:
+        return None                                   # the layer's default
+    base = _two_point(p, n) or _two_point(min(p, (n - 1) / n), n) or [1.0]
+    if roll < 0.55:
+        return base
+    if roll < 0.65:                                   # off the rate
+        shift = rng.choice([-1, 1]) * rng.uniform(0.003, 0.2)
+        return _two_point(min(max(p + shift, 0.0), (n - 1) / n), n) or base
+    if roll < 0.75:                                   # not normalised, or just within 1e-4
+        scale = 1 + rng.choice([-1, 1]) * rng.choice([rng.uniform(2e-4, 0.2),
+                                                      rng.uniform(0, 5e-5)])
+        return [x * scale for x in base]
+    if roll < 0.82:                                   # a negative entry
+        k = base + [0.0] * max(0, 2 - len(base))
+        i = rng.randrange(len(k))
+        k[i] -= rng.uniform(0.05, 0.5)
+        k[(i + 1) % len(k)] += 1 - sum(k)
+        return k
+    if roll < 0.9:                                    # trailing zeros (trimmed by the layer)
+        return base + [0.0] * rng.randint(1, 4)
+    if roll < 0.93:
+        return [0.0] * rng.randint(1, 3)
+    weights = [rng.random() ** 3 for _ in range(rng.randint(1, n))]
+    return [w / sum(weights) for w in weights]        # any rate
+
+
+def make_case(rng: random.Random, index: int) -> Case:
+    if rng.random() < LSTM_SHARE:
+        t, n = rng.randint(1, 3), rng.choice([1, 1, 2, 3])
+        k_dims = rng.choice([(rng.randint(1, 24),), (rng.randint(1, 3), rng.randint(1, 6))])
+        case = Case("lstm", f"lstm{index}", rng.randint(1, 9), (t, n) + k_dims)
+    else:
+        m = rng.choice([1, 1, 2, 3, 5, 8])
+        k_dims = rng.choice([(rng.randint(1, 70),), (rng.randint(1, 4), rng.randint(1, 5),
+                                                     rng.randint(1, 5))])
+        num_output = 0 if rng.random() < 0.03 else rng.randint(1, 70)
+        case = Case("ip", f"fc{index}", num_output, (m,) + k_dims)
+    for name, draw in FIELDS.items():
+        value = draw(rng, case)
+        if value is not None:
+            case.param[name] = value
+    if case.kind == "lstm" and "side" in case.param and rng.random() < 0.6:
+        del case.param["side"]                        # mostly as the LSTM wants it
+    units = Oracle(case).units() or 1
+    dist = _distribution(rng, case, units)
+    if dist is not None:
+        case.param["pattern_distribution"] = dist
+    return case
+
+
+# ---- the model of the layers' checks -------------------------------------------
+
+class Refused(Exception):
+    def __init__(self, layer: str, field_name: str):
+        super().__init__(f"{layer}: {field_name}")
+        self.layer, self.field = layer, field_name
+
+
+class TooClose(Exception):
+    """Within the margin of a tolerance: float32 rounding could decide; not used."""
+
+
+def f32(x: float) -> float:
+    return float(np.float32(x))
+
+
+class Oracle:
+    """Which check, if any, refuses the case: Refused(layer, field), else None."""
+
+    def __init__(self, case: Case):
+        self.case = case
+        self.param = case.param
+        self.inner = f"{case.name}_x_transform" if case.kind == "lstm" else case.name
+
+    def tile(self) -> bool:
+        return self.param.get("pattern") == "TILE"
+
+    def units(self) -> int:
+        c = self.case
+        if self.tile():
+            th, tw = self.param.get("tile_height", 32), self.param.get("tile_width", 32)
+            if th < 1 or tw < 1:
+                return 0
+            return -(-c.rows // th) * -(-c.k // tw)
+        side_input = c.kind == "lstm" or self.param.get("side") == "INPUT"
+        return c.k if side_input else c.rows
+
+    def verdict(self) -> Optional[Refused]:
+        try:
+            self._check()
+        except Refused as refused:
+            return refused
+        return None
+
+    def _check(self) -> None:
+        c, param = self.case, self.param
+        ad = "approx_dropout_param."
+        # ApproxDropoutLSTM::FillUnrolledNet, under the LSTM's own name
+        if c.kind == "lstm" and "side" in param and not (
+                not self.tile() and param["side"] == "INPUT"):
+            raise Refused(c.name, ad + "side")
+        # ApproxDropoutInnerProductLayer::LayerSetUp (LSTM: the unrolled x_transform)
+        if c.rows < 1:
+            raise Refused(self.inner, "inner_product_param.num_output")
+        if param.get("batch_slices", 4) < 1:
+            raise Refused(self.inner, ad + "batch_slices")
+        if not self.tile() and "tile_order" in param:
+            raise Refused(self.inner, ad + "tile_order")
+        if self.tile():
+            th, tw = param.get("tile_height", 32), param.get("tile_width", 32)
+            if param.get("side") == "INPUT":
+                raise Refused(self.inner, ad + "side")
+            if th < 1:
+                raise Refused(self.inner, ad + "tile_height")
+            if tw < 1:
+                raise Refused(self.inner, ad + "tile_width")
+            if th > c.rows:
+                raise Refused(self.inner, ad + "tile_height")
+            if tw > c.k:
+                raise Refused(self.inner, ad + "tile_width")
+        # DropoutPatternSampler's constructor
+        p = f32(param.get("dropout_ratio", 0.5))
+        if not (p >= 0) or not (p < 1):               # NaN fails both
+            raise Refused(self.inner, ad + "dropout_ratio")
+        units = self.units()
+        k = [f32(x) for x in param.get("pattern_distribution", [])]
+        if not k:
+            reachable = (units - 1) / units
+            if abs(p - reachable) < REACH_MARGIN:
+                raise TooClose
+            if p > reachable + 1e-12:
+                raise Refused(self.inner, ad + "dropout_ratio")
+            return
+        if any(x < 0 for x in k):
+            raise Refused(self.inner, ad + "pattern_distribution")
+        total = sum(k)
+        if abs(abs(total - 1) - SUM_TOLERANCE) < SUM_MARGIN:
+            raise TooClose
+        if abs(total - 1) > SUM_TOLERANCE:
+            raise Refused(self.inner, ad + "pattern_distribution")
+        k = [x / total for x in k]
+        while k and k[-1] == 0:
+            k.pop()
+        if len(k) > units:
+            raise Refused(self.inner, ad + "pattern_distribution")
+        rate = sum(x * i / (i + 1) for i, x in enumerate(k))
+        if abs(abs(rate - p) - RATE_TOLERANCE) < RATE_MARGIN:
+            raise TooClose
+        if abs(rate - p) > RATE_TOLERANCE:
+            raise Refused(self.inner, ad + "pattern_distribution")
+
+
+# ---- nets ------------------------------------------------------------------------
+
+def _value(v: Any) -> str:
+    if isinstance(v, str):
+        return v                                      # enum
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else ("inf" if v == math.inf else repr(v))
+    return str(v)
+
+
+def param_text(param: dict[str, Any]) -> str:
+    parts = []
+    for key, value in param.items():
+        for v in (value if isinstance(value, list) else [value]):
+            parts.append(f"{key}: {_value(v)}")
+    return " ".join(parts)
+
+
+def prototxt(case: Case) -> str:
+    dims = lambda shape: " ".join(f"dim: {d}" for d in shape)  # noqa: E731
+    ad = f"approx_dropout_param {{ {param_text(case.param)} }}"
+    if case.kind == "lstm":
+        t, n = case.input_shape[:2]
+        return (
+            "force_backward: true\n"
+            'layer { name: "data" type: "DummyData" top: "x" top: "cont"\n'
+            f"  dummy_data_param {{ shape {{ {dims(case.input_shape)} }} shape {{ dim: {t} dim: {n} }}\n"
+            '    data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" value: 1 } } }\n'
+            f'layer {{ name: "{case.name}" type: "ApproxDropoutLSTM" bottom: "x" bottom: "cont" top: "h"\n'
+            f"  recurrent_param {{ num_output: {case.num_output}\n"
+            '    weight_filler { type: "uniform" min: -0.2 max: 0.2 } '
+            'bias_filler { type: "constant" value: 0.1 } }\n'
+            f"  {ad} }}\n"
+            'layer { name: "loss" type: "Reduction" bottom: "h" top: "loss" loss_weight: 1\n'
+            "  reduction_param { operation: SUMSQ } }\n")
+    return (
+        "force_backward: true\n"
+        'layer { name: "data" type: "DummyData" top: "x"\n'
+        f"  dummy_data_param {{ shape {{ {dims(case.input_shape)} }} "
+        'data_filler { type: "gaussian" std: 1 } } }\n'
+        f'layer {{ name: "{case.name}" type: "ApproxDropoutInnerProduct" bottom: "x" top: "y"\n'
+        f"  inner_product_param {{ num_output: {case.num_output}\n"
+        '    weight_filler { type: "gaussian" std: 0.2 } bias_filler { type: "constant" value: 0.1 } }\n'
+        f"  {ad} }}\n"
+        'layer { name: "loss" type: "Reduction" bottom: "y" top: "loss" loss_weight: 1\n'
+        "  reduction_param { operation: SUMSQ } }\n")
+
+
+def generate(seed: int, count: int) -> list[tuple[Case, Optional[Refused]]]:
+    rng = random.Random(seed)
+    cases = []
+    while len(cases) < count:
+        case = make_case(rng, len(cases))
+        try:
+            cases.append((case, Oracle(case).verdict()))
+        except TooClose:
+            continue                                  # float32 could decide it either way
+    return cases
+
+
+# ---- the tests ---------------------------------------------------------------------
+
+def test_oracle_matches_hand_checked_cases():
+    """The model itself, on cases worked out by hand from the C++ checks."""
+    ip = lambda **param: Case("ip", "fc", 8, (2, 10), dict(param))  # noqa: E731
+    assert Oracle(ip()).verdict() is None                              # defaults: p 0.5
+    assert Oracle(ip(dropout_ratio=0.9)).verdict().field.endswith("dropout_ratio")  # dp <= 8
+    assert Oracle(ip(dropout_ratio=0.87)).verdict() is None            # below 7/8: reachable
+    assert Oracle(ip(pattern_distribution=[0, 1])).verdict() is None
+    assert Oracle(ip(pattern_distribution=[0, 0.5])).verdict().field.endswith("distribution")
+    assert Oracle(ip(pattern_distribution=[0, 0, 1])).verdict().field.endswith("distribution")
+    assert Oracle(ip(side="INPUT", pattern_distribution=[0] * 9 + [1], dropout_ratio=0.9)
+                  ).verdict() is None                                  # K = 10 units
+    tile = ip(pattern="TILE", tile_height=4, tile_width=5)             # 2 x 2 tiles
+    assert Oracle(tile).units() == 4 and Oracle(tile).verdict() is None
+    assert Oracle(ip(pattern="TILE", tile_height=4, tile_width=11)).verdict().field \
+        == "approx_dropout_param.tile_width"
+    assert Oracle(ip(pattern="TILE", side="INPUT", tile_height=4, tile_width=5)
+                  ).verdict().field == "approx_dropout_param.side"
+    lstm = Case("lstm", "l", 3, (2, 1, 6), {"pattern": "TILE", "side": "OUTPUT"})
+    assert (Oracle(lstm).verdict().layer, Oracle(lstm).verdict().field) == \
+        ("l", "approx_dropout_param.side")
+    lstm = Case("lstm", "l", 3, (2, 1, 6), {"pattern_distribution": [0] * 6 + [1]})
+    assert Oracle(lstm).verdict().layer == "l_x_transform"             # 7 > K = 6
+    with pytest.raises(TooClose):
+        Oracle(ip(pattern_distribution=[0.5, 0.5 + 1e-4])).verdict()   # sums to 1 + 1e-4
+
+
+def test_generator_covers_every_rule():
+    cases = generate(SEED, CASES)
+    refused = [v for _, v in cases if v is not None]
+    fields = {v.field for v in refused}
+    assert {"approx_dropout_param.dropout_ratio", "approx_dropout_param.pattern_distribution",
+            "approx_dropout_param.tile_height", "approx_dropout_param.tile_width",
+            "approx_dropout_param.side", "inner_product_param.num_output",
+            "approx_dropout_param.batch_slices", "approx_dropout_param.tile_order"} <= fields
+    assert 0.3 < len(refused) / len(cases) < 0.75
+    lstm = [(c, v) for c, v in cases if c.kind == "lstm"]
+    assert len(lstm) > 0.1 * len(cases)
+    assert any(v is None for _, v in lstm) and any(v is not None for _, v in lstm)
+    assert any(min(c.input_shape[:1 if c.kind == "ip" else 2]) == 1 for c, _ in cases)
+
+
+def test_fuzz_layer_setup(capsys):
+    cases = generate(SEED, CASES)
+    start = time.monotonic()
+    outcomes = caffe_check.check_nets([caffe_check.Job(prototxt(c)) for c, _ in cases],
+                                      timeout=60, workers=2)
+    elapsed = time.monotonic() - start
+    assert len(outcomes) == len(cases)
+    failures = []
+    for (case, refused), outcome in zip(cases, outcomes):
+        problem = judge(case, refused, outcome)
+        if problem:
+            failures.append(f"--- case {case.name} (seed {SEED}): {problem}\n"
+                            f"expected: {'refused: ' + str(refused) if refused else 'valid'}\n"
+                            f"child: {outcome.describe()}\n{prototxt(case)}")
+    with capsys.disabled():
+        print(f"\nfuzz: {len(cases)} cases ({sum(r is None for _, r in cases)} valid) "
+              f"in {elapsed:.1f} s, seed {SEED}")
+    assert not failures, f"{len(failures)} of {len(cases)} cases failed:\n" + \
+        "\n".join(failures[:10])
+
+
+def judge(case: Case, refused: Optional[Refused], outcome: caffe_check.Outcome) -> str:
+    """What is wrong with the outcome, or ""."""
+    if outcome.timed_out:
+        return "the child hung"
+    if refused is None:
+        if not outcome.loaded:
+            return "a valid setting was refused or crashed"
+        if not outcome.finite:
+            return f"not finite after forward + backward: {outcome.report.get('not_finite')}"
+        return ""
+    if outcome.loaded:
+        return "an invalid setting was accepted (silent success)"
+    if outcome.signal not in (signal.SIGABRT,):
+        return f"ended by signal {outcome.signal} / exit {outcome.exit_code}, not a CHECK"
+    want = f"Layer {refused.layer}: {refused.field}"
+    if want not in outcome.stderr:
+        return f"the message does not name the layer and field ({want!r})"
+    return ""
