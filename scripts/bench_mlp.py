@@ -15,6 +15,7 @@ and a plot.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -24,6 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "python"))
 
 from approx_dropout import bench_results, caffe_env, caffe_time, nets  # noqa: E402
+from approx_dropout.prototxt_io import write_text_atomic  # noqa: E402
 
 
 def time_methods(methods: list[str], hidden: int, rate: float, repeats: int,
@@ -50,7 +52,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="approximate methods timed against stock: " + nets.METHOD_HELP)
     parser.add_argument("--gpu", type=int, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench")
+    parser.add_argument("--summarise", type=Path, metavar="JSON",
+                        help="time nothing; write the markdown table of an earlier "
+                             "bench_mlp.json beside it")
     args = parser.parse_args(argv)
+    if args.summarise:
+        try:
+            result = json.loads(args.summarise.read_text())
+            text = markdown(result)
+        except (OSError, ValueError, KeyError) as err:
+            print(f"bench_mlp: error: {args.summarise}: {err}", file=sys.stderr)
+            return 1
+        write_text_atomic(args.summarise.with_suffix(".md"), text)
+        print(text, end="")
+        return 0
     if not 0 <= args.rate < 1 or args.repeats < 1 or args.iterations < 1:
         parser.error("--rate must be in [0, 1); --repeats and --iterations >= 1")
     for method in args.methods:
@@ -80,11 +95,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{f'784-{hidden}-{hidden}-10':>16} {args.rate:>4.1f} {med['stock']:>9.2f}"
               + "".join(f" {med[m]:>16.2f} {row['ratio'][m]:>6.2f}" for m in args.methods),
               flush=True)
-    bench_results.save(args.out, "bench_mlp",
-                       {"repeats": args.repeats, "iterations": args.iterations,
-                        "methods": args.methods, "rows": rows},
-                       args.gpu, lambda path: plot(rows, args.methods, path))
+    result = {"repeats": args.repeats, "iterations": args.iterations,
+              "methods": args.methods, "rows": rows}
+    bench_results.save(args.out, "bench_mlp", result, args.gpu,
+                       lambda path: plot(rows, args.methods, path))
+    saved = json.loads((args.out / "bench_mlp.json").read_text())
+    write_text_atomic(args.out / "bench_mlp.md", markdown(saved))
     return 0
+
+
+def markdown(result: dict) -> str:
+    """The table of a bench_mlp.json: median ms and stock / method per MLP."""
+    methods = result["methods"]
+    lines = [f"Command: `{result['command']}`", "", f"Machine: {result['machine']}", "",
+             f"`caffe time`, TRAIN phase, {result['iterations']} iterations per run, "
+             f"medians of {result['repeats']} rotating repeats; ratio = stock ms / method ms.",
+             "",
+             "| MLP | p | stock ms | " + " | ".join(nets.method_label(m) for m in methods) + " |",
+             "|---|---|---|" + "---|" * len(methods)]
+    for row in result["rows"]:
+        h, med = row["hidden"], row["median_ms"]
+        cells = [f"{med[m]:.1f} ms, {row['ratio'][m]:.2f}×" for m in methods]
+        lines.append(f"| 784-{h}-{h}-10 | {row['rate']:g} | {med['stock']:.1f} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def plot(rows: list[dict], methods: list[str], path: Path) -> None:

@@ -30,8 +30,8 @@ def method_settings(method: str) -> tuple[str, dict[str, object], bool]:
 
 
 def method_label(method: str) -> str:
-    named = {"stock": "stock Dropout", "rdp": "RDP (default: 4 slices)",
-             "tdp": "TDP (default: diagonal, 4 slices)",
+    named = {"stock": "stock Dropout", "rdp": "RDP (default: 2 slices)",
+             "tdp": "TDP (default: diagonal, 1 pattern/batch)",
              "rdp_s1": "RDP, 1 pattern/batch (paper)",
              "rdp_paper": "RDP, paper's dist., 1 pattern/batch",
              "tdp_s1_rowmajor": "TDP, row-major, 1 pattern/batch (paper)"}
@@ -39,9 +39,9 @@ def method_label(method: str) -> str:
         return named[method]
     flavour, fields, _ = method_settings(method)
     tiles = ", diagonal" if flavour == "tdp" else ""
-    return f"{flavour.upper()}{tiles}, {fields['batch_slices']} slices"
-
-
+    slices = fields["batch_slices"]
+    return f"{flavour.upper()}{tiles}, " + ("1 pattern/batch" if slices == 1
+                                            else f"{slices} slices")
 
 
 def mlp_for_method(method: str, hidden: tuple[int, ...], rates: tuple[float, ...],

@@ -93,7 +93,7 @@ def test_exp_mlp_demo_runs_and_resumes(tmp_path):
     assert (tmp_path / "mlp_demo-i20.png").stat().st_size > 0
     again = run("exp_mlp.py", *args)
     assert again.returncode == 0 and "2 of 2 runs already done" in again.stdout
-    assert "RDP (default: 4 slices)" in (tmp_path / "mlp_demo-i20.md").read_text()
+    assert "RDP (default: 2 slices)" in (tmp_path / "mlp_demo-i20.md").read_text()
 
 
 def test_exp_lstm_tiny(tmp_path):

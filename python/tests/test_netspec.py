@@ -39,10 +39,10 @@ def test_netspec_layer_carries_the_searched_distribution(caffe, tmp_path):
     net = load(caffe, proto, tmp_path, caffe.TRAIN)
     net.forward()
     net.backward()
-    # whole neurons are dropped (p = 0.7) in each of the default 4 slices
+    # whole neurons are dropped (p = 0.7) in each of ROW's default 2 slices
     rows = net.blobs["fc1"].data.shape[0]
-    for s in range(4):
-        block = net.blobs["fc1"].data[s * rows // 4:(s + 1) * rows // 4]
+    for s in range(2):
+        block = net.blobs["fc1"].data[s * rows // 2:(s + 1) * rows // 2]
         if len(block):
             assert (block == 0).all(axis=0).mean() > 0.5
 

@@ -20,7 +20,7 @@ def test_approx_dropout_parameter_fields(caffe_pb2):
     assert msg.side == caffe_pb2.ApproxDropoutParameter.OUTPUT
     assert (msg.tile_height, msg.tile_width) == (32, 32)
     assert list(msg.pattern_distribution) == []
-    assert msg.batch_slices == 4
+    assert not msg.HasField("batch_slices")  # unset: the layer's default by pattern
     assert msg.tile_order == caffe_pb2.ApproxDropoutParameter.DIAGONAL
     fields = {f.name: f.number for f in msg.DESCRIPTOR.fields}
     assert fields == {"dropout_ratio": 1, "pattern": 2, "side": 3,

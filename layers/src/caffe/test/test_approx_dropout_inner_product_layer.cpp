@@ -488,6 +488,25 @@ TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestPatternTopInTestPhase) {
   }
 }
 
+// batch_slices unset: 2 slices for ROW, 1 for TILE.
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestDefaultSlices) {
+  typedef typename TypeParam::Dtype Dtype;
+  const Mode modes[] = {ROW_OUTPUT, ROW_INPUT, TILE};
+  const int want[] = {2, 2, 1};
+  vector<Blob<Dtype>*> tops(this->blob_top_vec_);
+  tops.push_back(this->blob_pattern_);
+  for (int m = 0; m < 3; ++m) {
+    LayerParameter p = this->Param(modes[m], true, 0.5);
+    p.mutable_approx_dropout_param()->clear_batch_slices();
+    p.set_phase(TRAIN);
+    ApproxDropoutInnerProductLayer<Dtype> layer(p);
+    layer.SetUp(this->blob_bottom_vec_, tops);
+    layer.Forward(this->blob_bottom_vec_, tops);
+    EXPECT_EQ(this->blob_pattern_->shape(0), want[m]) << "mode " << m;
+    EXPECT_EQ(layer.slice_patterns().size(), want[m]) << "mode " << m;
+  }
+}
+
 // Two layers sharing W and bias through param { name }: their gradients add
 // up in the shared diffs (loss = sum of both outputs, so dy = 1).
 TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestSharedWeightsAccumulate) {
