@@ -117,6 +117,28 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def curves_markdown(records: list[dict]) -> str:
+    """Test accuracy at every evaluation, mean over the seeds, per (model, p, method)."""
+    groups: dict[tuple, list[dict]] = {}
+    for rec in records:
+        r = rec["run"]
+        groups.setdefault((r["model"], r["rate"], r["method"]), []).append(rec)
+    iterations = sorted({e["iteration"] for rec in records
+                         for e in rec["result"]["evaluations"]})
+    lines = ["| model | p | method | seeds | " + " | ".join(str(i) for i in iterations) + " |",
+             "|---|---|---|---|" + "---|" * len(iterations)]
+    for (model, rate, method), recs in sorted(groups.items(), key=lambda kv: (
+            [int(n) for n in kv[0][0].split("-")], kv[0][1], method_order(kv[0][2]))):
+        cells = []
+        for it in iterations:
+            acc = [e["accuracy"] for rec in recs for e in rec["result"]["evaluations"]
+                   if e["iteration"] == it]
+            cells.append(f"{100 * statistics.mean(acc):.1f}" if len(acc) == len(recs) else "—")
+        lines.append(f"| {model} | {rate:g} | {nets.method_label(method)} | {len(recs)} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(rows: list[dict], records: list[dict], path: Path, experiment: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -241,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     write = prototxt_io.write_text_atomic
     write(out / f"{stem}.md", f"Command: `{command}`\n\nMachine: {machine}\n\n"
           f"{iterations} iterations per run (batch 128), seeds {seeds}.\n\n{table}")
+    write(out / f"{stem}-curves.md", f"Test accuracy (%) after each evaluation (iteration), "
+          f"mean over the seeds; runs of `{command}`.\n\n{curves_markdown(records)}")
     write(out / f"{stem}.json", json.dumps({"command": command, "machine": machine,
                                             "iterations": iterations, "rows": rows}, indent=1))
     with open(out / f"{stem}.csv", "w", newline="") as f:
@@ -253,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                              r["iterations"], f"{1e3 * res['seconds_per_iteration']:.2f}",
                              f"{res['final_accuracy']:.4f}", f"{res['best_accuracy']:.4f}"])
     plot(rows, records, out / f"{stem}.png", args.experiment)
-    print(f"wrote {out / stem}.md, .json, .csv and .png")
+    print(f"wrote {out / stem}.md, -curves.md, .json, .csv and .png")
     return 0
 
 

@@ -94,6 +94,10 @@ def test_exp_mlp_demo_runs_and_resumes(tmp_path):
     again = run("exp_mlp.py", *args)
     assert again.returncode == 0 and "2 of 2 runs already done" in again.stdout
     assert "RDP (default: 2 slices)" in (tmp_path / "mlp_demo-i20.md").read_text()
+    curves = (tmp_path / "mlp_demo-i20-curves.md").read_text().splitlines()
+    assert curves[2] == "| model | p | method | seeds | 10 | 20 |"
+    accuracy = 100 * record["result"]["evaluations"][1]["accuracy"]
+    assert curves[-1].endswith(f"| {accuracy:.1f} |")  # rdp's row: its one seed's values
 
 
 def test_exp_lstm_tiny(tmp_path):

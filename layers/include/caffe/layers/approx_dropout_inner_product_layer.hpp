@@ -59,7 +59,7 @@ template <typename Dtype>
 class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
  public:
   explicit ApproxDropoutInnerProductLayer(const LayerParameter& param)
-      : Layer<Dtype>(param), fixed_(false) {}
+      : Layer<Dtype>(param), fixed_(false), num_classes_(0) {}
   virtual void LayerSetUp(const vector<Blob<Dtype>*>& bottom,
       const vector<Blob<Dtype>*>& top);
   virtual void Reshape(const vector<Blob<Dtype>*>& bottom,
@@ -141,7 +141,8 @@ class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
   vector<DropoutPattern> slice_patterns_;
   // This iteration's plan.
   int num_slices_;  // batch_slices_ in TRAIN, 1 in TEST
-  vector<PatternClass> classes_;
+  vector<PatternClass> classes_;  // the first num_classes_ are this plan's
+  int num_classes_;
   Dtype scale_;
   bool out_covered_, in_covered_;  // every class covers all outputs / inputs
   // Preallocated compact operands (no allocation per iteration; memory is

@@ -361,12 +361,18 @@ void ApproxDropoutInnerProductLayer<Dtype>::PlanIteration() {
   // One dp for all slices (shared-dp sampling): slice s and s + dp share a
   // pattern, and distinct patterns keep disjoint units, so their gathered
   // parts of W fit in one N x K buffer together.
-  classes_.clear();
+  // classes_ only grows, and its vectors keep their capacity, so planning
+  // allocates nothing once the largest plan has been seen.
+  num_classes_ = 0;
   int w_base = 0;
   out_covered_ = in_covered_ = true;
   for (int c = 0; c < std::min(slices, dp); ++c) {
-    PatternClass cls;
+    if (static_cast<int>(classes_.size()) <= num_classes_) {
+      classes_.resize(num_classes_ + 1);
+    }
+    PatternClass& cls = classes_[num_classes_];
     cls.pattern = slice_patterns_[c];
+    cls.slices.clear();
     for (int s = c; s < slices; s += dp) {
       if (SliceBegin(s + 1) > SliceBegin(s)) cls.slices.push_back(s);
     }
@@ -378,7 +384,7 @@ void ApproxDropoutInnerProductLayer<Dtype>::PlanIteration() {
     }
     out_covered_ = out_covered_ && cls.out_covered;
     in_covered_ = in_covered_ && cls.in_covered;
-    classes_.push_back(cls);
+    ++num_classes_;
   }
   CHECK_LE(w_base, N_ * K_) << "approx-dropout plan: patterns overlap";
 }
@@ -418,7 +424,8 @@ void ApproxDropoutInnerProductLayer<Dtype>::ForwardWith(
   const Dtype* bias = !bias_term_ ? NULL : gpu ? this->blobs_[1]->gpu_data()
                                                : this->blobs_[1]->cpu_data();
   if (!out_covered_) ops.set_zero(M_ * N_, y);
-  for (const PatternClass& cls : classes_) {
+  for (int c = 0; c < num_classes_; ++c) {
+    const PatternClass& cls = classes_[c];
     for (const Group& g : cls.groups) {
       if (g.w_view) continue;
       Dtype* buf = (gpu ? w_buf_.mutable_gpu_data() : w_buf_.mutable_cpu_data())
@@ -492,7 +499,8 @@ void ApproxDropoutInnerProductLayer<Dtype>::BackwardWith(
   auto buffer = [gpu](Blob<Dtype>* blob) {
     return gpu ? blob->mutable_gpu_data() : blob->mutable_cpu_data();
   };
-  for (const PatternClass& cls : classes_) {
+  for (int c = 0; c < num_classes_; ++c) {
+    const PatternClass& cls = classes_[c];
     bool first_slice = true;
     for (int s : cls.slices) {
       const int m0 = SliceBegin(s), rows = SliceBegin(s + 1) - m0;
