@@ -18,11 +18,11 @@ a committed page differs from what its summaries give.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
+
+from approx_dropout.prototxt_io import write_text_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = [REPO / "scripts/results/README.md", REPO / "README.md"]
@@ -72,11 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         stale.append(page)
         if not args.check:
-            fd, tmp = tempfile.mkstemp(dir=page.parent, prefix=page.name + ".")
-            with os.fdopen(fd, "w") as f:
-                f.write(new)
-            os.chmod(tmp, page.stat().st_mode & 0o7777)
-            os.replace(tmp, page)
+            write_text_atomic(page, new)
             print(f"results_tables: updated {page}")
     if args.check and stale:
         print("results_tables: out of date (run scripts/results_tables.py): "

@@ -71,8 +71,13 @@ def _fc(name: str, bottom: str, num_output: int, layer_type: str = "InnerProduct
 
 def _approx_param(flavour: str, rate: float, fields: dict[str, object] | None = None) -> str:
     pattern = "ROW side: OUTPUT" if flavour == "rdp" else "TILE"
-    extra = "".join(f" {name}: {value}" for name, value in (fields or {}).items())
-    return f"  approx_dropout_param {{ dropout_ratio: {rate:g} pattern: {pattern}{extra} }}\n"
+    return (f"  approx_dropout_param {{ dropout_ratio: {rate:g} pattern: {pattern}"
+            f"{_fields_text(fields)} }}\n")
+
+
+def _fields_text(fields: dict[str, object] | None) -> str:
+    """' name: value' for each extra approx_dropout_param field."""
+    return "".join(f" {name}: {value}" for name, value in (fields or {}).items())
 
 
 def mlp(flavour: str, hidden: tuple[int, ...] = (2048, 2048),
@@ -191,10 +196,9 @@ def lm(flavour: str, hidden: int = 1500, num_layers: int = 2, rate: float = 0.5,
     if num_layers < 1:
         raise ValueError("num_layers must be at least 1")
     uniform = f'{{ type: "uniform" min: {-init:g} max: {init:g} }}'
-    extra = "".join(f" {name}: {value}" for name, value in (approx_fields or {}).items())
     approx = ("" if flavour == "stock" else
               f'  approx_dropout_param {{ dropout_ratio: {rate:g}'
-              f'{" pattern: TILE" if flavour == "tile" else ""}{extra} }}\n')
+              f'{" pattern: TILE" if flavour == "tile" else ""}{_fields_text(approx_fields)} }}\n')
     text = [f"# Word-level LSTM LM: {num_layers} x {hidden}, vocabulary {vocab}, "
             f"batch {batch}, {steps} steps, dropout {rate:g}, {flavour};\n"]
     if sources is None:

@@ -153,6 +153,13 @@ class CpuOps : public ApproxDropoutOps<Dtype> {
 
 int gcd(int a, int b) { return b == 0 ? a : gcd(b, a % b); }
 
+// A compact buffer's memory on the device in use, taken only when an
+// iteration's plan first uses that buffer.
+template <typename Dtype>
+Dtype* Buffer(Blob<Dtype>* blob, bool gpu) {
+  return gpu ? blob->mutable_gpu_data() : blob->mutable_cpu_data();
+}
+
 }  // namespace
 
 template <typename Dtype>
@@ -428,8 +435,7 @@ void ApproxDropoutInnerProductLayer<Dtype>::ForwardWith(
     const PatternClass& cls = classes_[c];
     for (const Group& g : cls.groups) {
       if (g.w_view) continue;
-      Dtype* buf = (gpu ? w_buf_.mutable_gpu_data() : w_buf_.mutable_cpu_data())
-                   + cls.w_base + g.w_offset;
+      Dtype* buf = Buffer(&w_buf_, gpu) + cls.w_base + g.w_offset;
       ops.gather(g.out.size(), g.out, g.in, w, K_, buf);
     }
     for (int s : cls.slices) {
@@ -442,9 +448,7 @@ void ApproxDropoutInnerProductLayer<Dtype>::ForwardWith(
         const Dtype* xg = xs;
         int ldx = K_;
         if (!g.in.all()) {
-          Dtype* buf = (gpu ? x_buf_.mutable_gpu_data()
-                            : x_buf_.mutable_cpu_data())
-                       + m0 * K_ + rows * g.x_cols_before;
+          Dtype* buf = Buffer(&x_buf_, gpu) + m0 * K_ + rows * g.x_cols_before;
           ops.gather(rows, row_map, g.in, xs, K_, buf);
           xg = buf;
           ldx = nin;
@@ -456,9 +460,7 @@ void ApproxDropoutInnerProductLayer<Dtype>::ForwardWith(
           ops.gemm(false, true, rows, nout, nin, scale_, xg, ldx, wg, g.ldw,
                    Dtype(0), ys, N_);
         } else {
-          Dtype* yg = (gpu ? y_buf_.mutable_gpu_data()
-                           : y_buf_.mutable_cpu_data())
-                      + m0 * N_ + rows * g.y_cols_before;
+          Dtype* yg = Buffer(&y_buf_, gpu) + m0 * N_ + rows * g.y_cols_before;
           ops.gemm(false, true, rows, nout, nin, scale_, xg, ldx, wg, g.ldw,
                    Dtype(0), yg, nout);
           ops.scatter(rows, row_map, g.out, yg, ys, N_, false);
@@ -495,10 +497,6 @@ void ApproxDropoutInnerProductLayer<Dtype>::BackwardWith(
     dx = gpu ? bottom[0]->mutable_gpu_diff() : bottom[0]->mutable_cpu_diff();
     if (!in_covered_) ops.set_zero(M_ * K_, dx);
   }
-  // Compact buffers only where this iteration's plan uses them.
-  auto buffer = [gpu](Blob<Dtype>* blob) {
-    return gpu ? blob->mutable_gpu_data() : blob->mutable_cpu_data();
-  };
   for (int c = 0; c < num_classes_; ++c) {
     const PatternClass& cls = classes_[c];
     bool first_slice = true;
@@ -512,14 +510,14 @@ void ApproxDropoutInnerProductLayer<Dtype>::BackwardWith(
         const Dtype* dyg = dys;
         int lddy = N_;
         if (!g.out.all()) {
-          Dtype* buf = buffer(&y_buf_) + m0 * N_ + rows * g.y_cols_before;
+          Dtype* buf = Buffer(&y_buf_, gpu) + m0 * N_ + rows * g.y_cols_before;
           ops.gather(rows, row_map, g.out, dys, N_, buf);
           dyg = buf;
           lddy = nout;
         }
         // The compact x of this slice and group, as gathered by the forward.
         Dtype* x_compact = g.in.all() ? NULL
-            : buffer(&x_buf_) + m0 * K_ + rows * g.x_cols_before;
+            : Buffer(&x_buf_, gpu) + m0 * K_ + rows * g.x_cols_before;
         const Dtype* xg = g.in.all() ? xs : x_compact;
         const int ldx = g.in.all() ? K_ : nin;
         if (weight_grad) {
@@ -529,7 +527,7 @@ void ApproxDropoutInnerProductLayer<Dtype>::BackwardWith(
           } else {
             ops.gemm(true, false, nout, nin, rows, scale_, dyg, lddy, xg, ldx,
                      first_slice ? Dtype(0) : Dtype(1),
-                     buffer(&dw_buf_) + cls.w_base + g.w_offset, nin);
+                     Buffer(&dw_buf_, gpu) + cls.w_base + g.w_offset, nin);
           }
         }
         if (db && drops_outputs_) {
@@ -558,8 +556,8 @@ void ApproxDropoutInnerProductLayer<Dtype>::BackwardWith(
     if (weight_grad) {
       for (const Group& g : cls.groups) {
         if (g.w_view) continue;
-        ops.scatter(g.out.size(), g.out, g.in,
-                    buffer(&dw_buf_) + cls.w_base + g.w_offset, dw, K_, true);
+        const Dtype* dwg = Buffer(&dw_buf_, gpu) + cls.w_base + g.w_offset;
+        ops.scatter(g.out.size(), g.out, g.in, dwg, dw, K_, true);
       }
     }
   }
