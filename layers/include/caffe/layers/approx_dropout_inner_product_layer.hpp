@@ -1,40 +1,17 @@
 #ifndef CAFFE_APPROX_DROPOUT_INNER_PRODUCT_LAYER_HPP_
 #define CAFFE_APPROX_DROPOUT_INNER_PRODUCT_LAYER_HPP_
 
+#include <string>
 #include <vector>
 
 #include "caffe/blob.hpp"
 #include "caffe/layer.hpp"
 #include "caffe/proto/caffe.pb.h"
+#include "caffe/util/approx_dropout_ops.hpp"
 #include "caffe/util/approx_dropout_pattern.hpp"
+#include "caffe/util/approx_dropout_plan.hpp"
 
 namespace caffe {
-
-// Device-specific primitives of the approx-dropout engine. Matrices are
-// row-major with explicit leading dimensions; index sets are BlockStrides.
-template <typename Dtype>
-class ApproxDropoutOps {
- public:
-  virtual ~ApproxDropoutOps() {}
-  // C = alpha op(A) op(B) + beta C
-  virtual void gemm(bool trans_a, bool trans_b, int m, int n, int k,
-      Dtype alpha, const Dtype* a, int lda, const Dtype* b, int ldb,
-      Dtype beta, Dtype* c, int ldc) const = 0;
-  // y[i * incy] += alpha * sum_r A[r, i] for i < n (A is m x n, lda)
-  virtual void add_column_sums(int m, int n, Dtype alpha, const Dtype* a,
-      int lda, Dtype* y, int incy) const = 0;
-  // dst (rows x cols.size(), dense) = src[r, cols[c]] (src leading dim ld)
-  virtual void gather(int rows, const BlockStride& row_map,
-      const BlockStride& cols, const Dtype* src, int ld, Dtype* dst) const = 0;
-  // dst[rows[r], cols[c]] (+)= src[r, c]; row_map may be the identity.
-  virtual void scatter(int rows, const BlockStride& row_map,
-      const BlockStride& cols, const Dtype* src, Dtype* dst, int ld,
-      bool accumulate) const = 0;
-  // dst[r, cols[c]] += alpha * bias[cols[c]] for r < rows
-  virtual void add_bias(int rows, const BlockStride& cols, Dtype alpha,
-      const Dtype* bias, Dtype* dst, int ld) const = 0;
-  virtual void set_zero(int n, Dtype* x) const = 0;
-};
 
 /**
  * @brief InnerProduct fused with Approximate Random Dropout (Song et al.,
@@ -43,23 +20,34 @@ class ApproxDropoutOps {
  *
  * W is num_output x K and y = x W^T + bias, as in InnerProductLayer. With
  * s = 1 / (1 - dropout_ratio):
- *  - ROW, side OUTPUT (RDP): output j kept iff j % dp == b;
+ *  - ROW, side OUTPUT (RDP): output j kept iff j % dp == b (layout
+ *    STRIDED) or j lies in block b of dp contiguous blocks (BLOCK);
  *    y_j = s (x W_j^T + bias_j) if kept, else 0.
- *  - ROW, side INPUT: input feature k kept iff k % dp == b;
+ *  - ROW, side INPUT: input feature k kept likewise;
  *    y = s x[:, kept] W[:, kept]^T + bias.
  *  - TILE (TDP): W is cut into tile_height x tile_width tiles; tile (r, c)
  *    is kept iff (r C + c) % dp == b (ROW_MAJOR) or (r + c) % dp == b
  *    (DIAGONAL); y = s x (W . M)^T + bias.
  * With batch_slices S, the M rows of x are cut into S contiguous slices;
  * one dp serves the iteration and slice s uses b_s = (b + s) % dp.
- * TEST phase computes InnerProduct exactly. An optional second top (S x 2)
- * receives (dp, b_s) of every slice.
+ * TEST phase computes InnerProduct exactly. An optional second top, the
+ * pattern top (S x 4), receives (dp, b_s, layout code, num_output) of every
+ * slice; the code is STRIDED or BLOCK when the outputs are dropped (ROW,
+ * OUTPUT, dropout_ratio > 0) and kNotDropped otherwise.
+ *
+ * Pattern propagation: a second bottom, the pattern top of the layer whose
+ * (ReLU'd) output is x, makes this layer skip the input columns that layer
+ * dropped, slice by slice: forward multiplies only kept columns, backward
+ * computes dx only there (zeros elsewhere) and dW only on kept rows x kept
+ * columns. Those columns of x are zero, so nothing computed changes; only
+ * the time does. Needs ROW on the output side (dropout_ratio 0 only skips).
  */
 template <typename Dtype>
 class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
  public:
   explicit ApproxDropoutInnerProductLayer(const LayerParameter& param)
-      : Layer<Dtype>(param), fixed_(false), num_classes_(0) {}
+      : Layer<Dtype>(param), fixed_(false), pattern_top_(NULL) {}
+  virtual ~ApproxDropoutInnerProductLayer();
   virtual void LayerSetUp(const vector<Blob<Dtype>*>& bottom,
       const vector<Blob<Dtype>*>& top);
   virtual void Reshape(const vector<Blob<Dtype>*>& bottom,
@@ -68,7 +56,12 @@ class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
   virtual inline const char* type() const {
     return "ApproxDropoutInnerProduct";
   }
-  virtual inline int ExactNumBottomBlobs() const { return 1; }
+  virtual inline int MinBottomBlobs() const { return 1; }
+  virtual inline int MaxBottomBlobs() const { return 2; }
+  // The pattern bottom carries integers, not a differentiable input.
+  virtual inline bool AllowForceBackward(const int bottom_index) const {
+    return bottom_index == 0;
+  }
   virtual inline int MinTopBlobs() const { return 1; }
   virtual inline int MaxTopBlobs() const { return 2; }
 
@@ -83,6 +76,12 @@ class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
     return slice_patterns_;
   }
   const DropoutPatternSampler& sampler() const { return *sampler_; }
+  // The plan of the last forward pass (GEMM groups of every slice).
+  const ApproxDropoutPlan& plan() const { return plan_; }
+
+  // The pattern top's columns, and its layout code for a layer whose
+  // outputs are not dropped (a consumer refuses such a pattern).
+  enum { kPatternColumns = 4, kNotDropped = -1 };
 
  protected:
   virtual void Forward_cpu(const vector<Blob<Dtype>*>& bottom,
@@ -95,33 +94,10 @@ class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
       const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
 
  private:
-  // One GEMM's share of the kept work of one pattern: outputs `out` (columns
-  // of y, rows of W) against inputs `in` (columns of x and of W). The groups
-  // of a pattern have disjoint out sets and disjoint in sets.
-  struct Group {
-    BlockStride out, in;
-    // Compact x and y of a slice of m rows start at m * x_cols_before
-    // (m * y_cols_before) in the slice's region of x_buf_ (y_buf_).
-    int x_cols_before, y_cols_before;
-    int w_offset;  // compact W[out, in] within the pattern's region of w_buf_
-    bool w_view;   // W[out, in] is read in place with a leading dimension
-    int ldw;       // W[out, in]'s leading dimension, in place or compact
-  };
-  // The slices that share one pattern (slices s and s + dp do), computed
-  // with the same groups and the same gathered W.
-  struct PatternClass {
-    DropoutPattern pattern;
-    vector<int> slices;  // non-empty slices only
-    vector<Group> groups;
-    int w_base;          // its region of w_buf_ and dw_buf_
-    bool out_covered, in_covered;  // one group computes all outputs / inputs
-  };
-  // Plans slice_patterns_ (one dp for all slices).
-  void PlanIteration();
-  void PlanGroups(const DropoutPattern& pattern, PatternClass* cls) const;
-  int SliceBegin(int s) const {
-    return static_cast<int>(static_cast<int64_t>(s) * M_ / num_slices_);
-  }
+  // Checks the pattern bottom and takes its slice count and layout; a check
+  // that needs the producer's data may wait for the first forward.
+  void SetUpPatternBottom(const Blob<Dtype>& pattern, bool at_setup);
+  void WritePatternTop(Blob<Dtype>* top) const;
   void ForwardWith(const ApproxDropoutOps<Dtype>& ops, bool gpu,
       const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top);
   void BackwardWith(const ApproxDropoutOps<Dtype>& ops, bool gpu,
@@ -132,19 +108,19 @@ class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
   int M_, K_, N_;
   bool bias_term_;
   ApproxDropoutParameter param_;
+  ApproxDropoutShape shape_;
   bool drops_outputs_;  // ROW, side OUTPUT: dropped neurons lose their bias
-  bool diagonal_;       // TILE with tile_order DIAGONAL
   int batch_slices_;    // S of the TRAIN phase
   shared_ptr<DropoutPatternSampler> sampler_;
   bool fixed_;
   DropoutPattern fixed_pattern_, pattern_;
   vector<DropoutPattern> slice_patterns_;
-  // This iteration's plan.
-  int num_slices_;  // batch_slices_ in TRAIN, 1 in TEST
-  vector<PatternClass> classes_;  // the first num_classes_ are this plan's
-  int num_classes_;
+  // Pattern propagation: the producer's slice patterns, in its layout.
+  bool propagated_, input_block_, pattern_checked_;
+  vector<DropoutPattern> input_patterns_;
+  const void* pattern_top_;  // the data registered as this layer's pattern top
+  ApproxDropoutPlan plan_;  // this iteration's
   Dtype scale_;
-  bool out_covered_, in_covered_;  // every class covers all outputs / inputs
   // Preallocated compact operands (no allocation per iteration; memory is
   // taken only when a pattern first uses a buffer).
   Blob<Dtype> x_buf_, w_buf_, y_buf_, dw_buf_;

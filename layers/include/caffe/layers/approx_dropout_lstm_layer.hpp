@@ -1,6 +1,7 @@
 #ifndef CAFFE_APPROX_DROPOUT_LSTM_LAYER_HPP_
 #define CAFFE_APPROX_DROPOUT_LSTM_LAYER_HPP_
 
+#include <string>
 #include <vector>
 
 #include "caffe/blob.hpp"
@@ -23,8 +24,15 @@ namespace caffe {
  * input-to-gates product is computed. With s = 1 / (1 - dropout_ratio):
  *  - ROW: input feature k kept iff k % dp == b, kept inputs scaled by s
  *    (side INPUT of the inner product; `side` must be left unset or INPUT).
- *  - TILE: tiles of W_xc (4 num_output x input size) kept iff the tile index
- *    (row-major) % dp == b, the product scaled by s.
+ *  - TILE: tiles of W_xc (4 num_output x input size) kept by tile_order,
+ *    the product scaled by s.
+ * recurrent_dropout_ratio r > 0 also drops hidden units of h_{t-1} on the
+ * recurrent path (W_hc h_{t-1}): each step's "transform_t" InnerProduct
+ * becomes an ApproxDropoutInnerProduct, ROW side INPUT (BLOCK layout unless
+ * `layout` says otherwise), so only the kept columns of W_hc, a contiguous
+ * view, are multiplied, scaled by 1 / (1 - r). recurrent_pattern PER_STEP
+ * samples a pattern per time step, PER_SEQUENCE one per iteration for every
+ * step (variational dropout). h_t itself, the layer's output, is untouched.
  * TEST phase is exactly LSTM; the parameter blobs are LSTM's (W_xc, b_c,
  * W_hc), so weights move freely between the two layer types.
  */
@@ -32,7 +40,7 @@ template <typename Dtype>
 class ApproxDropoutLSTMLayer : public LSTMLayer<Dtype> {
  public:
   explicit ApproxDropoutLSTMLayer(const LayerParameter& param)
-      : LSTMLayer<Dtype>(param), x_transform_(NULL) {}
+      : LSTMLayer<Dtype>(param), x_transform_(NULL), recurrent_fixed_(false) {}
   virtual void LayerSetUp(const vector<Blob<Dtype>*>& bottom,
       const vector<Blob<Dtype>*>& top);
 
@@ -43,12 +51,31 @@ class ApproxDropoutLSTMLayer : public LSTMLayer<Dtype> {
   ApproxDropoutInnerProductLayer<Dtype>* input_transform() const {
     return x_transform_;
   }
+  // The recurrent path's products W_hc h_{t-1}, one per time step (empty
+  // when recurrent_dropout_ratio is 0).
+  const vector<ApproxDropoutInnerProductLayer<Dtype>*>&
+  recurrent_transforms() const {
+    return h_transforms_;
+  }
+  // Use (dp, b) on the recurrent path at every step of every TRAIN forward
+  // instead of sampling (tests and tools).
+  void FixRecurrentPattern(int dp, int b);
 
  protected:
   virtual void FillUnrolledNet(NetParameter* net_param) const;
+  virtual void Forward_cpu(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+  virtual void Forward_gpu(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
 
  private:
+  // PER_SEQUENCE: one recurrent pattern for every step of this iteration.
+  void FixSequencePattern();
+
   ApproxDropoutInnerProductLayer<Dtype>* x_transform_;
+  vector<ApproxDropoutInnerProductLayer<Dtype>*> h_transforms_;
+  shared_ptr<DropoutPatternSampler> recurrent_sampler_;
+  bool recurrent_fixed_;
 };
 
 }  // namespace caffe

@@ -25,36 +25,56 @@ struct DropoutPattern {
   bool kept(int unit) const { return unit % dp == b; }
 };
 
-// A set of indices 0..dim-1 made of blocks of `block` consecutive indices:
-// blocks first, first + step, first + step * 2, ... (the last block may be cut
-// short by dim). Every index set the patterns need has this form: kept
-// neurons (block 1), kept input features (block 1), the columns or rows of
-// kept tiles (block = tile size). It maps compact position i to an index with
-// arithmetic only, so CPU loops and GPU kernels need no index arrays.
+// A set of indices in [0, dim) made of blocks of `block` consecutive indices:
+// offset + blocks first, first + step, first + step * 2, ... (the last block
+// may be cut short by dim). Every index set the patterns need has this form:
+// kept neurons or input features (block 1, STRIDED layout), one contiguous
+// range (BLOCK layout: Range), the columns or rows of kept tiles (block = tile
+// size). It maps compact position i to an index with arithmetic only, so CPU
+// loops and GPU kernels need no index arrays.
 struct BlockStride {
-  int first;  // first block
-  int step;   // block stride, >= 1
-  int block;  // block size, >= 1
-  int dim;    // indices lie in [0, dim)
+  int first;   // first block
+  int step;    // block stride, >= 1
+  int block;   // block size, >= 1
+  int dim;     // indices lie in [0, dim)
+  int offset;  // added to every index (0 unless a Range)
 
-  static BlockStride All(int dim) { BlockStride s = {0, 1, dim, dim}; return s; }
-  bool all() const { return first == 0 && (step == 1 || block >= dim); }
+  static BlockStride All(int dim) {
+    BlockStride s = {0, 1, dim, dim, 0};
+    return s;
+  }
+  // The indices [begin, end) of [0, dim), end > begin.
+  static BlockStride Range(int begin, int end, int dim) {
+    BlockStride s = {0, std::max(1, dim), std::max(1, end - begin), dim,
+                     begin};
+    return s;
+  }
+  bool all() const {
+    return offset == 0 && first == 0 && (step == 1 || block >= dim);
+  }
   int num_blocks() const {
-    const int total = (dim + block - 1) / block;
+    const int total = (dim - offset + block - 1) / block;
     return first < total ? (total - 1 - first) / step + 1 : 0;
   }
+  // One run of consecutive indices (a BLAS view: pointer + leading dim).
+  bool contiguous() const { return num_blocks() <= 1 || step == 1; }
   // Number of indices in the set.
   int size() const {
     const int n = num_blocks();
     if (n == 0) return 0;
     const int last_start = (first + (n - 1) * step) * block;
-    return (n - 1) * block + std::min(block, dim - last_start);
+    return (n - 1) * block + std::min(block, dim - offset - last_start);
   }
   // The i-th index of the set, 0 <= i < size().
   APPROX_DROPOUT_HD int operator[](int i) const {
-    return (first + (i / block) * step) * block + i % block;
+    return offset + (first + (i / block) * step) * block + i % block;
   }
 };
+
+// The units a ROW pattern keeps among `units`: STRIDED, j mod dp == b; BLOCK,
+// block b of dp contiguous blocks [floor(i U / dp), floor((i+1) U / dp)).
+BlockStride KeptUnits(const DropoutPattern& pattern, bool block_layout,
+                      int units);
 
 // The distribution K = {k_1 .. k_N} over dp (k_i = P(dp = i)), validated for
 // a layer whose pattern acts on `num_units` units, and the per-iteration
@@ -66,8 +86,12 @@ class DropoutPatternSampler {
   // does not sum to 1 (within 1e-4), misses dropout_ratio by more than 0.01,
   // or puts mass on a dp larger than num_units. An empty
   // pattern_distribution selects DefaultPatternDistribution.
+  // field_prefix names the fields checked: "" for dropout_ratio and
+  // pattern_distribution, "recurrent_" for the LSTM's recurrent path (whose
+  // param then carries the recurrent rate and distribution in those fields).
   DropoutPatternSampler(const ApproxDropoutParameter& param, int num_units,
-                        const std::string& layer_name);
+                        const std::string& layer_name,
+                        const std::string& field_prefix = "");
 
   // dp ~ K, then b uniform in {0 .. dp-1}, both from Caffe's RNG (so
   // Caffe::set_random_seed makes the sequence reproducible): dp is

@@ -1,12 +1,8 @@
-#include <sched.h>
-
-#include <algorithm>
-#include <cstdlib>
-#include <fstream>
+#include <map>
 #include <string>
-#include <thread>  // NOLINT(build/c++11)
 #include <vector>
 
+#include "boost/thread/mutex.hpp"
 #include "caffe/filler.hpp"
 #include "caffe/layers/approx_dropout_inner_product_layer.hpp"
 #include "caffe/util/math_functions.hpp"
@@ -15,144 +11,6 @@ namespace caffe {
 
 namespace {
 
-// Calls f(index_start, length, compact_offset) for each block of the set;
-// single-index blocks (ROW patterns) take a plain strided loop instead.
-template <typename F>
-inline void ForEachBlock(const BlockStride& s, F f) {
-  const int blocks = s.num_blocks();
-  if (s.block == 1) {
-    for (int j = 0, index = s.first; j < blocks; ++j, index += s.step) {
-      f(index, 1, j);
-    }
-    return;
-  }
-  for (int j = 0, offset = 0; j < blocks; ++j) {
-    const int start = (s.first + j * s.step) * s.block;
-    const int len = std::min(s.block, s.dim - start);
-    f(start, len, offset);
-    offset += len;
-  }
-}
-
-inline void cblas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n,
-    int k, float alpha, const float* a, int lda, const float* b, int ldb,
-    float beta, float* c, int ldc) {
-  cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c,
-              ldc);
-}
-
-inline void cblas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n,
-    int k, double alpha, const double* a, int lda, const double* b, int ldb,
-    double beta, double* c, int ldc) {
-  cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c,
-              ldc);
-}
-
-// The CPUs this process may run on: its affinity mask, capped by a cgroup
-// v2 CPU quota when one is set (containers), not the host's core count.
-int UsableCpus() {
-  static const int cpus = [] {
-    int n = static_cast<int>(std::thread::hardware_concurrency());
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof(set), &set) == 0) n = CPU_COUNT(&set);
-    std::ifstream quota_file("/sys/fs/cgroup/cpu.max");
-    std::string quota;
-    int64_t period = 0;
-    if (quota_file >> quota >> period && quota != "max" && period > 0) {
-      const int64_t q = std::atoll(quota.c_str());
-      if (q > 0) n = std::min<int64_t>(n, (q + period - 1) / period);
-    }
-    return std::max(1, n);
-  }();
-  return cpus;
-}
-
-// Runs f(begin, end) over rows [0, rows), split across the usable CPUs when
-// the copy is large. Gathers and scatters move up to N K / dp values; run on
-// one core they leave OpenBLAS's other threads idle. (std::thread, not
-// OpenMP: OpenMP's spinning workers slow OpenBLAS's threads down on small
-// machines. Starting a thread costs tens of microseconds against the
-// milliseconds a copy of 2^18 values or more takes, so there is no pool.)
-template <typename F>
-void ParallelRows(int rows, int64_t work, F f) {
-  const int threads = work < (1 << 18) ? 1 : std::min(UsableCpus(), rows);
-  if (threads <= 1) {
-    f(0, rows);
-    return;
-  }
-  const int chunk = (rows + threads - 1) / threads;
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) {
-    pool.emplace_back(f, std::min(rows, t * chunk),
-                      std::min(rows, (t + 1) * chunk));
-  }
-  f(0, std::min(rows, chunk));
-  for (std::thread& thread : pool) thread.join();
-}
-
-template <typename Dtype>
-class CpuOps : public ApproxDropoutOps<Dtype> {
- public:
-  virtual void gemm(bool trans_a, bool trans_b, int m, int n, int k,
-      Dtype alpha, const Dtype* a, int lda, const Dtype* b, int ldb,
-      Dtype beta, Dtype* c, int ldc) const {
-    if (m == 0 || n == 0) return;
-    cblas_gemm(trans_a ? CblasTrans : CblasNoTrans,
-               trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda,
-               b, ldb, beta, c, ldc);
-  }
-  virtual void add_column_sums(int m, int n, Dtype alpha, const Dtype* a,
-      int lda, Dtype* y, int incy) const {
-    for (int r = 0; r < m; ++r) {
-      const Dtype* row = a + r * lda;
-      for (int i = 0; i < n; ++i) y[i * incy] += alpha * row[i];
-    }
-  }
-  virtual void gather(int rows, const BlockStride& row_map,
-      const BlockStride& cols, const Dtype* src, int ld, Dtype* dst) const {
-    const int nc = cols.size();
-    ParallelRows(rows, int64_t(rows) * nc, [&](int begin, int end) {
-      for (int r = begin; r < end; ++r) {
-        const Dtype* s = src + row_map[r] * ld;
-        Dtype* d = dst + r * nc;
-        ForEachBlock(cols, [&](int start, int len, int offset) {
-          for (int i = 0; i < len; ++i) d[offset + i] = s[start + i];
-        });
-      }
-    });
-  }
-  virtual void scatter(int rows, const BlockStride& row_map,
-      const BlockStride& cols, const Dtype* src, Dtype* dst, int ld,
-      bool accumulate) const {
-    const int nc = cols.size();
-    ParallelRows(rows, int64_t(rows) * nc, [&](int begin, int end) {
-      for (int r = begin; r < end; ++r) {
-        const Dtype* s = src + r * nc;
-        Dtype* d = dst + row_map[r] * ld;
-        ForEachBlock(cols, [&](int start, int len, int offset) {
-          if (accumulate) {
-            for (int i = 0; i < len; ++i) d[start + i] += s[offset + i];
-          } else {
-            for (int i = 0; i < len; ++i) d[start + i] = s[offset + i];
-          }
-        });
-      }
-    });
-  }
-  virtual void add_bias(int rows, const BlockStride& cols, Dtype alpha,
-      const Dtype* bias, Dtype* dst, int ld) const {
-    for (int r = 0; r < rows; ++r) {
-      Dtype* d = dst + r * ld;
-      ForEachBlock(cols, [&](int start, int len, int) {
-        for (int i = start; i < start + len; ++i) d[i] += alpha * bias[i];
-      });
-    }
-  }
-  virtual void set_zero(int n, Dtype* x) const { caffe_set(n, Dtype(0), x); }
-};
-
-int gcd(int a, int b) { return b == 0 ? a : gcd(b, a % b); }
-
 // A compact buffer's memory on the device in use, taken only when an
 // iteration's plan first uses that buffer.
 template <typename Dtype>
@@ -160,7 +18,27 @@ Dtype* Buffer(Blob<Dtype>* blob, bool gpu) {
   return gpu ? blob->mutable_gpu_data() : blob->mutable_cpu_data();
 }
 
+// Pattern tops by their data (shared with any Split of the blob), with the
+// name of the layer writing each: a consumer tells a pattern top from any
+// other blob and names its producer in errors.
+boost::mutex pattern_tops_mutex;
+std::map<const void*, std::string>& PatternTops() {
+  static std::map<const void*, std::string> tops;
+  return tops;
+}
+
 }  // namespace
+
+template <typename Dtype>
+ApproxDropoutInnerProductLayer<Dtype>::~ApproxDropoutInnerProductLayer() {
+  if (pattern_top_ == NULL) return;
+  boost::mutex::scoped_lock lock(pattern_tops_mutex);
+  std::map<const void*, std::string>::iterator it =
+      PatternTops().find(pattern_top_);
+  if (it != PatternTops().end() && it->second == this->layer_param_.name()) {
+    PatternTops().erase(it);
+  }
+}
 
 template <typename Dtype>
 void ApproxDropoutInnerProductLayer<Dtype>::LayerSetUp(
@@ -177,11 +55,27 @@ void ApproxDropoutInnerProductLayer<Dtype>::LayerSetUp(
   const int axis = bottom[0]->CanonicalAxisIndex(ip.axis());
   K_ = bottom[0]->count(axis);
   param_ = this->layer_param_.approx_dropout_param();
-  drops_outputs_ = param_.pattern() == ApproxDropoutParameter_Pattern_ROW &&
+  const bool tile = param_.pattern() == ApproxDropoutParameter_Pattern_TILE;
+  drops_outputs_ = !tile &&
                    param_.side() == ApproxDropoutParameter_Side_OUTPUT;
-  diagonal_ = param_.pattern() == ApproxDropoutParameter_Pattern_TILE &&
-              param_.tile_order() == ApproxDropoutParameter_TileOrder_DIAGONAL;
+  shape_.N = N_;
+  shape_.K = K_;
+  shape_.tile = tile;
+  shape_.input_side = param_.side() == ApproxDropoutParameter_Side_INPUT;
+  // Unset: BLOCK, whose kept parts are all views (scripts/results: as
+  // accurate as STRIDED, and no gathers).
+  shape_.block_layout = !param_.has_layout() ||
+                        param_.layout() == ApproxDropoutParameter_Layout_BLOCK;
+  shape_.diagonal =
+      param_.tile_order() == ApproxDropoutParameter_TileOrder_DIAGONAL;
+  shape_.tile_height = param_.tile_height();
+  shape_.tile_width = param_.tile_width();
   const string where = "Layer " + name + ": approx_dropout_param.";
+  CHECK(!param_.has_recurrent_dropout_ratio() &&
+        param_.recurrent_pattern_distribution_size() == 0 &&
+        !param_.has_recurrent_pattern()) << where << "recurrent_dropout_ratio, "
+      << "recurrent_pattern_distribution and recurrent_pattern apply to "
+      << "ApproxDropoutLSTM only";
   if (param_.has_batch_slices()) {
     CHECK_GE(param_.batch_slices(), 1) << where << "batch_slices must be >= 1 "
         << "(1 is one pattern for the whole batch), got "
@@ -208,11 +102,15 @@ void ApproxDropoutInnerProductLayer<Dtype>::LayerSetUp(
     CHECK_LE(param_.tile_width(), K_) << where << "tile_width ("
         << param_.tile_width() << ") is larger than the weight matrix's "
         << "input size K (" << K_ << ")";
+    CHECK(!param_.has_layout()) << where << "layout applies to pattern: ROW "
+        << "only (TILE keeps tiles, numbered by tile_order)";
   } else {
     CHECK(!param_.has_tile_order()) << where << "tile_order applies to "
         << "pattern: TILE only";
   }
   sampler_.reset(new DropoutPatternSampler(param_, units(), name));
+  propagated_ = input_block_ = false;
+  if (bottom.size() > 1) SetUpPatternBottom(*bottom[1], true);
 
   if (this->blobs_.size() > 0) {
     LOG(INFO) << "Skipping parameter initialization";
@@ -271,8 +169,17 @@ void ApproxDropoutInnerProductLayer<Dtype>::Reshape(
   if (top.size() > 1) {
     vector<int> pattern_shape(2);
     pattern_shape[0] = batch_slices_;
-    pattern_shape[1] = 2;
+    pattern_shape[1] = kPatternColumns;
     top[1]->Reshape(pattern_shape);
+    // Written now too, so that consumers can check the wiring at setup.
+    WritePatternTop(top[1]);
+    const void* data = top[1]->data().get();
+    if (data != pattern_top_) {
+      boost::mutex::scoped_lock lock(pattern_tops_mutex);
+      if (pattern_top_ != NULL) PatternTops().erase(pattern_top_);
+      pattern_top_ = data;
+      PatternTops()[pattern_top_] = this->layer_param_.name();
+    }
   }
   // Compact operands at their largest (dp = 1): the slices' compact x (y)
   // lie in their own rows' share, and the patterns of one iteration keep
@@ -295,105 +202,73 @@ void ApproxDropoutInnerProductLayer<Dtype>::FixPattern(int dp, int b) {
 }
 
 template <typename Dtype>
-void ApproxDropoutInnerProductLayer<Dtype>::PlanGroups(
-    const DropoutPattern& p, PatternClass* cls) const {
-  vector<Group>& groups = cls->groups;
-  groups.clear();
-  const BlockStride all_out = BlockStride::All(N_);
-  const BlockStride all_in = BlockStride::All(K_);
-  if (param_.pattern() == ApproxDropoutParameter_Pattern_TILE) {
-    const int th = param_.tile_height(), tw = param_.tile_width();
-    const int R = (N_ + th - 1) / th, C = (K_ + tw - 1) / tw;
-    for (int g = 0; g < std::min(p.dp, C); ++g) {
-      // The kept tiles whose column c has c % dp == g: one GEMM.
-      Group group;
-      const BlockStride in = {g, p.dp, tw, K_};
-      group.in = in;
-      if (diagonal_) {
-        // (r + c) % dp == b: rows r with r % dp == (b - g) mod dp.
-        const int r0 = ((p.b - g) % p.dp + p.dp) % p.dp;
-        if (r0 >= R) continue;
-        const BlockStride out = {r0, p.dp, th, N_};
-        group.out = out;
-      } else {
-        // (r C + c) % dp == b: in tile row r the kept columns are
-        // c = g, g + dp, ... with g = (b - r C) mod dp; the rows sharing one
-        // g form an arithmetic progression of step dp / gcd(C mod dp, dp).
-        const int row_step = p.dp / gcd(C % p.dp, p.dp);
-        int r0 = 0;
-        while (r0 < std::min(R, row_step) &&
-               ((p.b - r0 * C) % p.dp + p.dp) % p.dp != g) {
-          ++r0;
-        }
-        if (r0 >= std::min(R, row_step)) continue;
-        const BlockStride out = {r0, row_step, th, N_};
-        group.out = out;
-      }
-      groups.push_back(group);
-    }
-  } else if (param_.side() == ApproxDropoutParameter_Side_INPUT) {
-    Group group;
-    const BlockStride in = {p.b, p.dp, 1, K_};
-    group.out = all_out;
-    group.in = in;
-    groups.push_back(group);
-  } else {
-    Group group;
-    const BlockStride out = {p.b, p.dp, 1, N_};
-    group.out = out;
-    group.in = all_in;
-    groups.push_back(group);
+void ApproxDropoutInnerProductLayer<Dtype>::SetUpPatternBottom(
+    const Blob<Dtype>& pattern, bool at_setup) {
+  const string& name = this->layer_param_.name();
+  const string blob = this->layer_param_.bottom_size() > 1
+      ? this->layer_param_.bottom(1) : "(unnamed)";
+  CHECK(pattern.num_axes() == 2 && pattern.shape(1) == kPatternColumns)
+      << "Layer " << name << ": second bottom '" << blob << "' is not a "
+      << "pattern top (the second top of an ApproxDropoutInnerProduct layer)";
+  string producer;
+  {
+    boost::mutex::scoped_lock lock(pattern_tops_mutex);
+    std::map<const void*, std::string>::const_iterator it =
+        PatternTops().find(pattern.data().get());
+    if (it != PatternTops().end()) producer = it->second;
   }
-  int x_cols = 0, y_cols = 0, w_off = 0;
-  for (Group& g : groups) {
-    const int nout = g.out.size(), nin = g.in.size();
-    g.w_view = g.in.all() && (g.out.block == 1 || g.out.step == 1);
-    // In place, rows out[0], out[0] + step, ... of W; else a dense buffer.
-    g.ldw = g.w_view ? (g.out.block == 1 ? g.out.step : 1) * K_ : nin;
-    g.x_cols_before = x_cols;
-    g.y_cols_before = y_cols;
-    g.w_offset = w_off;
-    if (!g.in.all()) x_cols += nin;
-    if (!g.out.all()) y_cols += nout;
-    if (!g.w_view) w_off += nout * nin;
+  const string pair = "Layer " + name + " (pattern bottom '" + blob +
+      "' from layer " + (producer.empty() ? "?" : producer) + "): ";
+  CHECK(!shape_.tile && !shape_.input_side) << pair << "a pattern bottom "
+      << "needs approx_dropout_param.pattern: ROW with side: OUTPUT in "
+      << name << " (it skips the inputs that its producer dropped)";
+  const int slices = pattern.shape(0);
+  if (param_.has_batch_slices()) {
+    CHECK_EQ(batch_slices_, slices) << pair << "approx_dropout_param."
+        << "batch_slices of " << name << " (" << batch_slices_ << ") differs "
+        << "from its producer's (" << slices << "); leave it unset to "
+        << "inherit the producer's";
   }
-  cls->out_covered = groups.size() == 1 && groups[0].out.all();
-  cls->in_covered = groups.size() == 1 && groups[0].in.all();
+  batch_slices_ = slices;
+  propagated_ = true;
+  // A pattern top read by several layers reaches them through a Split,
+  // which shares the producer's data only from its first forward on: the
+  // producer's checks wait until then.
+  pattern_checked_ = !producer.empty();
+  if (!pattern_checked_ && at_setup) return;
+  CHECK(!producer.empty()) << "Layer " << name << ": second bottom '" << blob
+      << "' is not a pattern top (the second top of an "
+      << "ApproxDropoutInnerProduct layer)";
+  const Dtype* row = pattern.cpu_data();
+  const int code = static_cast<int>(row[2]);
+  CHECK(code == ApproxDropoutParameter_Layout_STRIDED ||
+        code == ApproxDropoutParameter_Layout_BLOCK) << pair << producer
+      << " does not drop its outputs (ROW side INPUT, TILE and "
+      << "dropout_ratio 0 leave no output unit to skip)";
+  CHECK_EQ(static_cast<int>(row[3]), K_) << pair << producer << " has "
+      << static_cast<int>(row[3]) << " output units, but the input size K of "
+      << name << " is " << K_;
+  input_block_ = code == ApproxDropoutParameter_Layout_BLOCK;
 }
 
 template <typename Dtype>
-void ApproxDropoutInnerProductLayer<Dtype>::PlanIteration() {
-  const int slices = num_slices_ = slice_patterns_.size();
-  const int dp = slice_patterns_[0].dp;
-  // One dp for all slices (shared-dp sampling): slice s and s + dp share a
-  // pattern, and distinct patterns keep disjoint units, so their gathered
-  // parts of W fit in one N x K buffer together.
-  // classes_ only grows, and its vectors keep their capacity, so planning
-  // allocates nothing once the largest plan has been seen.
-  num_classes_ = 0;
-  int w_base = 0;
-  out_covered_ = in_covered_ = true;
-  for (int c = 0; c < std::min(slices, dp); ++c) {
-    if (static_cast<int>(classes_.size()) <= num_classes_) {
-      classes_.resize(num_classes_ + 1);
-    }
-    PatternClass& cls = classes_[num_classes_];
-    cls.pattern = slice_patterns_[c];
-    cls.slices.clear();
-    for (int s = c; s < slices; s += dp) {
-      if (SliceBegin(s + 1) > SliceBegin(s)) cls.slices.push_back(s);
-    }
-    if (cls.slices.empty()) continue;
-    PlanGroups(cls.pattern, &cls);
-    cls.w_base = w_base;
-    for (const Group& g : cls.groups) {
-      if (!g.w_view) w_base += g.out.size() * g.in.size();
-    }
-    out_covered_ = out_covered_ && cls.out_covered;
-    in_covered_ = in_covered_ && cls.in_covered;
-    ++num_classes_;
+void ApproxDropoutInnerProductLayer<Dtype>::WritePatternTop(
+    Blob<Dtype>* top) const {
+  int code = kNotDropped;
+  if (drops_outputs_ && sampler_->dropout_ratio() > 0) {
+    code = shape_.block_layout ? ApproxDropoutParameter_Layout_BLOCK
+                               : ApproxDropoutParameter_Layout_STRIDED;
   }
-  CHECK_LE(w_base, N_ * K_) << "approx-dropout plan: patterns overlap";
+  Dtype* row = top->mutable_cpu_data();
+  for (int s = 0; s < batch_slices_; ++s, row += kPatternColumns) {
+    const int last = static_cast<int>(slice_patterns_.size()) - 1;
+    const DropoutPattern p =
+        last < 0 ? DropoutPattern{1, 0} : slice_patterns_[std::min(s, last)];
+    row[0] = p.dp;
+    row[1] = p.b;
+    row[2] = code;
+    row[3] = N_;
+  }
 }
 
 template <typename Dtype>
@@ -414,51 +289,58 @@ void ApproxDropoutInnerProductLayer<Dtype>::ForwardWith(
     scale_ = 1;
   }
   pattern_ = slice_patterns_[0];
-  PlanIteration();
-  if (top.size() > 1) {
-    // TEST phase: every row of the S x 2 top reports dp = 1, b = 0.
-    Dtype* observed = top[1]->mutable_cpu_data();
-    for (int s = 0; s < batch_slices_; ++s) {
-      const DropoutPattern& p = slice_patterns_[std::min(s, num_slices_ - 1)];
-      observed[2 * s] = p.dp;
-      observed[2 * s + 1] = p.b;
+  if (propagated_) {
+    if (!pattern_checked_) SetUpPatternBottom(*bottom[1], false);
+    // TEST phase: the producer reports dp = 1 for every slice row.
+    const Dtype* row = bottom[1]->cpu_data();
+    const int slices = slice_patterns_.size();
+    CHECK_EQ(bottom[1]->shape(0), batch_slices_) << "Layer "
+        << this->layer_param_.name() << ": the pattern bottom changed shape";
+    input_patterns_.resize(slices);
+    for (int s = 0; s < slices; ++s, row += kPatternColumns) {
+      input_patterns_[s].dp = static_cast<int>(row[0]);
+      input_patterns_[s].b = static_cast<int>(row[1]);
     }
   }
+  plan_.Plan(shape_, M_, slice_patterns_,
+             propagated_ ? &input_patterns_ : NULL, input_block_);
+  if (top.size() > 1) WritePatternTop(top[1]);
   const Dtype* x = gpu ? bottom[0]->gpu_data() : bottom[0]->cpu_data();
   const Dtype* w = gpu ? this->blobs_[0]->gpu_data()
                        : this->blobs_[0]->cpu_data();
   Dtype* y = gpu ? top[0]->mutable_gpu_data() : top[0]->mutable_cpu_data();
   const Dtype* bias = !bias_term_ ? NULL : gpu ? this->blobs_[1]->gpu_data()
                                                : this->blobs_[1]->cpu_data();
-  if (!out_covered_) ops.set_zero(M_ * N_, y);
-  for (int c = 0; c < num_classes_; ++c) {
-    const PatternClass& cls = classes_[c];
-    for (const Group& g : cls.groups) {
+  if (!plan_.out_covered()) ops.set_zero(M_ * N_, y);
+  for (int c = 0; c < plan_.num_classes(); ++c) {
+    const ApproxDropoutClass& cls = plan_.cls(c);
+    for (const ApproxDropoutGroup& g : cls.groups) {
       if (g.w_view) continue;
       Dtype* buf = Buffer(&w_buf_, gpu) + cls.w_base + g.w_offset;
       ops.gather(g.out.size(), g.out, g.in, w, K_, buf);
     }
     for (int s : cls.slices) {
-      const int m0 = SliceBegin(s), rows = SliceBegin(s + 1) - m0;
+      const int m0 = plan_.SliceBegin(s);
+      const int rows = plan_.SliceBegin(s + 1) - m0;
       const BlockStride row_map = BlockStride::All(rows);
       const Dtype* xs = x + m0 * K_;
       Dtype* ys = y + m0 * N_;
-      for (const Group& g : cls.groups) {
+      for (const ApproxDropoutGroup& g : cls.groups) {
         const int nout = g.out.size(), nin = g.in.size();
-        const Dtype* xg = xs;
+        const Dtype* xg = xs + g.in[0];
         int ldx = K_;
-        if (!g.in.all()) {
+        if (!g.in.contiguous()) {
           Dtype* buf = Buffer(&x_buf_, gpu) + m0 * K_ + rows * g.x_cols_before;
           ops.gather(rows, row_map, g.in, xs, K_, buf);
           xg = buf;
           ldx = nin;
         }
-        const Dtype* wg = g.w_view ? w + g.out[0] * K_
+        const Dtype* wg = g.w_view ? w + g.w_view_offset
             : (gpu ? w_buf_.gpu_data() : w_buf_.cpu_data())
               + cls.w_base + g.w_offset;
-        if (g.out.all()) {
+        if (g.out.contiguous()) {
           ops.gemm(false, true, rows, nout, nin, scale_, xg, ldx, wg, g.ldw,
-                   Dtype(0), ys, N_);
+                   Dtype(0), ys + g.out[0], N_);
         } else {
           Dtype* yg = Buffer(&y_buf_, gpu) + m0 * N_ + rows * g.y_cols_before;
           ops.gemm(false, true, rows, nout, nin, scale_, xg, ldx, wg, g.ldw,
@@ -495,35 +377,36 @@ void ApproxDropoutInnerProductLayer<Dtype>::BackwardWith(
   Dtype* dx = NULL;
   if (propagate_down[0]) {
     dx = gpu ? bottom[0]->mutable_gpu_diff() : bottom[0]->mutable_cpu_diff();
-    if (!in_covered_) ops.set_zero(M_ * K_, dx);
+    if (!plan_.in_covered()) ops.set_zero(M_ * K_, dx);
   }
-  for (int c = 0; c < num_classes_; ++c) {
-    const PatternClass& cls = classes_[c];
+  for (int c = 0; c < plan_.num_classes(); ++c) {
+    const ApproxDropoutClass& cls = plan_.cls(c);
     bool first_slice = true;
     for (int s : cls.slices) {
-      const int m0 = SliceBegin(s), rows = SliceBegin(s + 1) - m0;
+      const int m0 = plan_.SliceBegin(s);
+      const int rows = plan_.SliceBegin(s + 1) - m0;
       const BlockStride row_map = BlockStride::All(rows);
       const Dtype* dys = dy + m0 * N_;
       const Dtype* xs = x + m0 * K_;
-      for (const Group& g : cls.groups) {
+      for (const ApproxDropoutGroup& g : cls.groups) {
         const int nout = g.out.size(), nin = g.in.size();
-        const Dtype* dyg = dys;
+        const Dtype* dyg = dys + g.out[0];
         int lddy = N_;
-        if (!g.out.all()) {
+        if (!g.out.contiguous()) {
           Dtype* buf = Buffer(&y_buf_, gpu) + m0 * N_ + rows * g.y_cols_before;
           ops.gather(rows, row_map, g.out, dys, N_, buf);
           dyg = buf;
           lddy = nout;
         }
         // The compact x of this slice and group, as gathered by the forward.
-        Dtype* x_compact = g.in.all() ? NULL
+        Dtype* x_compact = g.in.contiguous() ? NULL
             : Buffer(&x_buf_, gpu) + m0 * K_ + rows * g.x_cols_before;
-        const Dtype* xg = g.in.all() ? xs : x_compact;
-        const int ldx = g.in.all() ? K_ : nin;
+        const Dtype* xg = x_compact ? x_compact : xs + g.in[0];
+        const int ldx = x_compact ? nin : K_;
         if (weight_grad) {
           if (g.w_view) {
             ops.gemm(true, false, nout, nin, rows, scale_, dyg, lddy, xg, ldx,
-                     Dtype(1), dw + g.out[0] * K_, g.ldw);
+                     Dtype(1), dw + g.w_view_offset, g.ldw);
           } else {
             ops.gemm(true, false, nout, nin, rows, scale_, dyg, lddy, xg, ldx,
                      first_slice ? Dtype(0) : Dtype(1),
@@ -532,16 +415,16 @@ void ApproxDropoutInnerProductLayer<Dtype>::BackwardWith(
         }
         if (db && drops_outputs_) {
           ops.add_column_sums(rows, nout, scale_, dyg, lddy, db + g.out[0],
-                              g.out.all() ? 1 : g.out.step);
+                              g.out.contiguous() ? 1 : g.out.step);
         }
         if (dx) {
           // W[out, in], in place or as gathered by the forward pass.
-          const Dtype* wg = g.w_view ? w + g.out[0] * K_
+          const Dtype* wg = g.w_view ? w + g.w_view_offset
               : (gpu ? w_buf_.gpu_data() : w_buf_.cpu_data())
                 + cls.w_base + g.w_offset;
-          if (cls.in_covered) {
-            ops.gemm(false, false, rows, K_, nout, scale_, dyg, lddy, wg,
-                     g.ldw, Dtype(0), dx + m0 * K_, K_);
+          if (!x_compact) {
+            ops.gemm(false, false, rows, nin, nout, scale_, dyg, lddy, wg,
+                     g.ldw, Dtype(0), dx + m0 * K_ + g.in[0], K_);
           } else {
             // x_compact has served the weight gradient; reuse it for dx.
             ops.gemm(false, false, rows, nin, nout, scale_, dyg, lddy, wg,
@@ -554,7 +437,7 @@ void ApproxDropoutInnerProductLayer<Dtype>::BackwardWith(
       first_slice = false;
     }
     if (weight_grad) {
-      for (const Group& g : cls.groups) {
+      for (const ApproxDropoutGroup& g : cls.groups) {
         if (g.w_view) continue;
         const Dtype* dwg = Buffer(&dw_buf_, gpu) + cls.w_base + g.w_offset;
         ops.scatter(g.out.size(), g.out, g.in, dwg, dw, K_, true);
@@ -569,14 +452,15 @@ void ApproxDropoutInnerProductLayer<Dtype>::BackwardWith(
 template <typename Dtype>
 void ApproxDropoutInnerProductLayer<Dtype>::Forward_cpu(
     const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
-  ForwardWith(CpuOps<Dtype>(), false, bottom, top);
+  ForwardWith(ApproxDropoutCpuOps<Dtype>(), false, bottom, top);
 }
 
 template <typename Dtype>
 void ApproxDropoutInnerProductLayer<Dtype>::Backward_cpu(
     const vector<Blob<Dtype>*>& top, const vector<bool>& propagate_down,
     const vector<Blob<Dtype>*>& bottom) {
-  BackwardWith(CpuOps<Dtype>(), false, top, propagate_down, bottom);
+  BackwardWith(ApproxDropoutCpuOps<Dtype>(), false, top, propagate_down,
+               bottom);
 }
 
 #ifdef CPU_ONLY

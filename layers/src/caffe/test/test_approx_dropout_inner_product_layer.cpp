@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -30,12 +31,25 @@ struct Reference {
   double s;
   int S;          // batch slices
   bool diagonal;  // TILE order
+  bool block;     // ROW layout BLOCK (else STRIDED)
+  // Propagation: inputs kept by a producer's pattern (in_dp, in_b) in its
+  // layout; in_dp = 0 means no pattern bottom.
+  int in_dp, in_b;
+  bool in_block;
   // Row m lies in slice sl = the one with floor(sl M / S) <= m, which uses
   // offset (b + sl) % dp.
-  int row_b(int m) const {
+  int slice(int m) const {
     int sl = 0;
     while (static_cast<int64_t>(sl + 1) * M / S <= m) ++sl;
-    return (b + sl) % dp;
+    return sl;
+  }
+  int row_b(int m) const { return (b + slice(m)) % dp; }
+  // Unit u of U kept by (p, bm): STRIDED u % p == bm; BLOCK u in block bm
+  // of p blocks [floor(i U / p), floor((i + 1) U / p)).
+  static bool kept(int u, int U, int p, int bm, bool in_blocks) {
+    if (!in_blocks) return u % p == bm;
+    return static_cast<int64_t>(bm) * U / p <= u &&
+           u < static_cast<int64_t>(bm + 1) * U / p;
   }
   bool tile_kept(int r, int c, int bm) const {
     const int C = (K + tw - 1) / tw;
@@ -43,15 +57,19 @@ struct Reference {
   }
   bool mask(int m, int j, int k) const {
     const int bm = row_b(m);
+    if (in_dp > 0 &&
+        !kept(k, K, in_dp, (in_b + slice(m)) % in_dp, in_block)) {
+      return false;
+    }
     switch (mode) {
-      case ROW_OUTPUT: return j % dp == bm;
-      case ROW_INPUT: return k % dp == bm;
+      case ROW_OUTPUT: return kept(j, N, dp, bm, block);
+      case ROW_INPUT: return kept(k, K, dp, bm, block);
       default: return tile_kept(j / th, k / tw, bm);
     }
   }
   // multiplier of bias[j] in y[m, j]
   double bias_gate(int m, int j) const {
-    return mode == ROW_OUTPUT ? (j % dp == row_b(m) ? s : 0) : 1;
+    return mode == ROW_OUTPUT ? (kept(j, N, dp, row_b(m), block) ? s : 0) : 1;
   }
   template <typename Dtype>
   void Forward(const Dtype* x, const Dtype* w, const Dtype* bias,
@@ -96,7 +114,8 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
   ApproxDropoutInnerProductLayerTest()
       : blob_bottom_(new Blob<Dtype>(3, 2, 3, 2)),  // M = 3, K = 12
         blob_top_(new Blob<Dtype>()), blob_pattern_(new Blob<Dtype>()),
-        num_output_(13), slices_(4), diagonal_(true) {
+        num_output_(13), slices_(4), diagonal_(true), block_(false),
+        in_dp_(0), in_b_(0), in_block_(false) {
     FillBottom();
     blob_bottom_vec_.push_back(blob_bottom_);
     blob_top_vec_.push_back(blob_top_);
@@ -151,6 +170,9 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
       ad->set_tile_order(diagonal_
           ? ApproxDropoutParameter_TileOrder_DIAGONAL
           : ApproxDropoutParameter_TileOrder_ROW_MAJOR);
+    } else {
+      ad->set_layout(block_ ? ApproxDropoutParameter_Layout_BLOCK
+                            : ApproxDropoutParameter_Layout_STRIDED);
     }
     return p;
   }
@@ -158,18 +180,46 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
   Reference Ref(Mode mode, int dp, int b, double scale) {
     const int M = blob_bottom_->num(), K = blob_bottom_->count(1);
     Reference r = {M, K, num_output_, 4, 5, mode, dp, b, scale, slices_,
-                   diagonal_};
+                   diagonal_, block_, in_dp_, in_b_, in_block_};
     return r;
+  }
+
+  // With in_dp_ > 0: a producer (ROW_OUTPUT, num_output = this layer's K,
+  // fixed pattern (in_dp_, in_b_), layout in_block_) whose pattern top
+  // becomes the second bottom of the layer under test.
+  shared_ptr<Layer<Dtype> > MakeProducer(vector<Blob<Dtype>*>* bottoms) {
+    *bottoms = blob_bottom_vec_;
+    if (in_dp_ == 0) return shared_ptr<Layer<Dtype> >();
+    producer_in_.Reshape(blob_bottom_->num(), 3, 1, 1);
+    LayerParameter p = Param(ROW_OUTPUT, true, 0.5);
+    p.set_name("producer");
+    p.set_phase(TRAIN);
+    p.mutable_inner_product_param()->set_num_output(blob_bottom_->count(1));
+    p.mutable_approx_dropout_param()->set_layout(in_block_
+        ? ApproxDropoutParameter_Layout_BLOCK
+        : ApproxDropoutParameter_Layout_STRIDED);
+    shared_ptr<ApproxDropoutInnerProductLayer<Dtype> > producer(
+        new ApproxDropoutInnerProductLayer<Dtype>(p));
+    vector<Blob<Dtype>*> in(1, &producer_in_), out;
+    out.push_back(&producer_out_);
+    out.push_back(&producer_pattern_);
+    producer->SetUp(in, out);
+    producer->FixPattern(in_dp_, in_b_);
+    producer->Forward(in, out);
+    bottoms->push_back(&producer_pattern_);
+    return producer;
   }
 
   // Forward and backward for a fixed pattern against the reference.
   void CheckFixedPattern(Mode mode, bool bias, int dp, int b) {
     LayerParameter p = Param(mode, bias, 0.5);
     p.set_phase(TRAIN);
+    vector<Blob<Dtype>*> bottoms;
+    shared_ptr<Layer<Dtype> > producer = MakeProducer(&bottoms);
     ApproxDropoutInnerProductLayer<Dtype> layer(p);
-    layer.SetUp(blob_bottom_vec_, blob_top_vec_);
+    layer.SetUp(bottoms, blob_top_vec_);
     layer.FixPattern(dp, b);
-    layer.Forward(blob_bottom_vec_, blob_top_vec_);
+    layer.Forward(bottoms, blob_top_vec_);
     const Reference ref = Ref(mode, dp, b, 2.0);
     const Dtype* bias_data = bias ? layer.blobs()[1]->cpu_data() : NULL;
     std::vector<double> y;
@@ -190,7 +240,7 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
       caffe_set(layer.blobs()[i]->count(), Dtype(0.25),
                 layer.blobs()[i]->mutable_cpu_diff());
     }
-    layer.Backward(blob_top_vec_, vector<bool>(1, true), blob_bottom_vec_);
+    layer.Backward(blob_top_vec_, vector<bool>(bottoms.size(), true), bottoms);
     std::vector<double> dw, db, dx;
     ref.Backward(blob_bottom_->cpu_data(), layer.blobs()[0]->cpu_data(),
                  blob_top_->cpu_diff(), &dw, &db, &dx);
@@ -212,11 +262,14 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
   void CheckGradient(Mode mode, bool bias, int dp, int b) {
     LayerParameter p = Param(mode, bias);
     p.set_phase(TRAIN);
+    vector<Blob<Dtype>*> bottoms;
+    shared_ptr<Layer<Dtype> > producer = MakeProducer(&bottoms);
     ApproxDropoutInnerProductLayer<Dtype> layer(p);
-    layer.SetUp(blob_bottom_vec_, blob_top_vec_);
+    layer.SetUp(bottoms, blob_top_vec_);
     layer.FixPattern(dp, b);
     GradientChecker<Dtype> checker(1e-2, 1e-3);
-    checker.CheckGradientExhaustive(&layer, blob_bottom_vec_, blob_top_vec_);
+    // Bottom 0 only: the pattern bottom holds integers, not an input.
+    checker.CheckGradientExhaustive(&layer, bottoms, blob_top_vec_, 0);
   }
 
   // Over many TRAIN iterations: in every slice, each output neuron (ROW) or
@@ -240,7 +293,7 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
     const int max_dp = k.size();
     ASSERT_EQ(blob_pattern_->num_axes(), 2);
     ASSERT_EQ(blob_pattern_->shape(0), slices_);
-    ASSERT_EQ(blob_pattern_->shape(1), 2);
+    ASSERT_EQ(blob_pattern_->shape(1), 4);
     const double rate = PatternDropoutRate(k);
     EXPECT_NEAR(rate, ratio, default_k ? 1e-6 : 0.01);
     const double s = 1.0 / (1.0 - ratio);
@@ -258,8 +311,8 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
       ASSERT_EQ(b, layer.pattern().b);
       ++dp_count[dp - 1];
       for (int sl = 0; sl < slices_; ++sl) {
-        ASSERT_EQ(observed[2 * sl], dp);
-        const int bs = static_cast<int>(observed[2 * sl + 1]);
+        ASSERT_EQ(observed[4 * sl], dp);
+        const int bs = static_cast<int>(observed[4 * sl + 1]);
         ASSERT_EQ(bs, (b + sl) % dp) << "slice " << sl;
         for (int u = 0; u < units; ++u) {
           const bool kept = mode == TILE && diagonal_
@@ -285,6 +338,10 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
   int num_output_;
   int slices_;     // batch_slices of Param() and Ref()
   bool diagonal_;  // tile_order of Param() and Ref()
+  bool block_;     // ROW layout of Param() and Ref()
+  int in_dp_, in_b_;  // > 0: a producer's pattern bottom (MakeProducer)
+  bool in_block_;
+  Blob<Dtype> producer_in_, producer_out_, producer_pattern_;
   vector<Blob<Dtype>*> blob_bottom_vec_;
   vector<Blob<Dtype>*> blob_top_vec_;
 };
@@ -470,7 +527,8 @@ TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestSeedReproducible) {
   }
 }
 
-// TEST phase: the second top (S x 2) reports dp = 1, b = 0 for every slice.
+// TEST phase: the second top (S x 4) reports dp = 1, b = 0 for every slice,
+// with the layout code and the unit count.
 TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestPatternTopInTestPhase) {
   typedef typename TypeParam::Dtype Dtype;
   LayerParameter p = this->Param(ROW_OUTPUT, true, 0.7);
@@ -481,10 +539,13 @@ TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestPatternTopInTestPhase) {
   layer.SetUp(this->blob_bottom_vec_, tops);
   layer.Forward(this->blob_bottom_vec_, tops);
   ASSERT_EQ(this->blob_pattern_->shape(0), 4);
-  ASSERT_EQ(this->blob_pattern_->shape(1), 2);
+  ASSERT_EQ(this->blob_pattern_->shape(1), 4);
   for (int sl = 0; sl < 4; ++sl) {
-    EXPECT_EQ(this->blob_pattern_->cpu_data()[2 * sl], 1);
-    EXPECT_EQ(this->blob_pattern_->cpu_data()[2 * sl + 1], 0);
+    const Dtype* row = this->blob_pattern_->cpu_data() + 4 * sl;
+    EXPECT_EQ(row[0], 1);
+    EXPECT_EQ(row[1], 0);
+    EXPECT_EQ(row[2], ApproxDropoutParameter_Layout_STRIDED);
+    EXPECT_EQ(row[3], 13);
   }
 }
 
@@ -511,7 +572,8 @@ TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestDefaultSlices) {
 // up in the shared diffs (loss = sum of both outputs, so dy = 1).
 TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestSharedWeightsAccumulate) {
   typedef typename TypeParam::Dtype Dtype;
-  const char* modes[] = {"pattern: ROW", "pattern: ROW side: INPUT",
+  const char* modes[] = {"pattern: ROW layout: STRIDED",
+                         "pattern: ROW side: INPUT layout: STRIDED",
                          "pattern: TILE tile_height: 4 tile_width: 5"};
   const Mode mode_ids[] = {ROW_OUTPUT, ROW_INPUT, TILE};
   for (int m = 0; m < 3; ++m) {
@@ -618,6 +680,172 @@ TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestPhaseEqualsInnerProduct) {
     ip.Forward(this->blob_bottom_vec_, ip_tops);
     for (int i = 0; i < ip_top.count(); ++i) {
       EXPECT_NEAR(this->blob_top_->cpu_data()[i], ip_top.cpu_data()[i], 1e-5);
+    }
+  }
+}
+
+// BLOCK layout: every dp, every b, both sides; 13 outputs and 12 inputs
+// split into uneven blocks for most dp; with 4 slices over 3 rows, 2 uneven
+// slices and one pattern per batch.
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestBlockMatchesMask) {
+  this->block_ = true;
+  const int slices[] = {4, 2, 1};
+  for (int S : slices) {
+    this->slices_ = S;
+    for (int dp = 1; dp <= 12; ++dp) {
+      for (int b = 0; b < dp; b += std::max(1, dp / 3)) {
+        this->CheckFixedPattern(ROW_OUTPUT, dp % 2 == 0, dp, b);
+        this->CheckFixedPattern(ROW_INPUT, dp % 2 == 1, dp, b);
+      }
+    }
+  }
+  this->CheckFixedPattern(ROW_OUTPUT, true, 13, 12);
+}
+
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestLargeBlockMatchesMask) {
+  this->UseLargeShapes();
+  this->block_ = true;
+  this->CheckFixedPattern(ROW_OUTPUT, true, 3, 1);
+  this->CheckFixedPattern(ROW_INPUT, true, 4, 3);
+}
+
+// layout unset: BLOCK.
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestDefaultLayoutIsBlock) {
+  typedef typename TypeParam::Dtype Dtype;
+  LayerParameter p = this->Param(ROW_OUTPUT, true, 0.5);
+  p.mutable_approx_dropout_param()->clear_layout();
+  p.set_phase(TRAIN);
+  ApproxDropoutInnerProductLayer<Dtype> layer(p);
+  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  layer.FixPattern(3, 1);
+  layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+  this->block_ = true;
+  std::vector<double> y;
+  this->Ref(ROW_OUTPUT, 3, 1, 2.0).Forward(this->blob_bottom_->cpu_data(),
+      layer.blobs()[0]->cpu_data(), layer.blobs()[1]->cpu_data(), &y);
+  for (int i = 0; i < this->blob_top_->count(); ++i) {
+    EXPECT_NEAR(this->blob_top_->cpu_data()[i], y[i], 2e-4) << "y[" << i << "]";
+  }
+}
+
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestGradientBlock) {
+  this->block_ = true;
+  this->CheckGradient(ROW_OUTPUT, true, 3, 1);
+  this->CheckGradient(ROW_INPUT, true, 5, 4);
+  this->slices_ = 2;
+  this->CheckGradient(ROW_OUTPUT, false, 2, 1);
+}
+
+// A pattern bottom: only the inputs the producer kept (its own layout, slice
+// by slice) take part; outputs are this layer's pattern, in either layout.
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestPropagatedMatchesMask) {
+  const int slices[] = {4, 2, 1};
+  for (int S : slices) {
+    this->slices_ = S;
+    for (int layouts = 0; layouts < 4; ++layouts) {
+      this->block_ = layouts & 1;
+      this->in_block_ = layouts & 2;
+      const int in_dps[] = {1, 2, 3, 5, 12};
+      for (int in_dp : in_dps) {
+        this->in_dp_ = in_dp;
+        this->in_b_ = in_dp - 1;
+        this->CheckFixedPattern(ROW_OUTPUT, true, 3, 1);
+        this->CheckFixedPattern(ROW_OUTPUT, false, 1, 0);  // only skips
+        this->CheckFixedPattern(ROW_OUTPUT, true, 4, 0);
+      }
+    }
+  }
+}
+
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestLargePropagatedMatchesMask) {
+  this->UseLargeShapes();
+  this->in_dp_ = 3;
+  this->in_b_ = 2;
+  this->CheckFixedPattern(ROW_OUTPUT, true, 2, 1);  // STRIDED: gathers
+  this->block_ = this->in_block_ = true;
+  this->CheckFixedPattern(ROW_OUTPUT, true, 3, 1);  // BLOCK: views only
+}
+
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestGradientPropagated) {
+  this->in_dp_ = 3;
+  this->in_b_ = 1;
+  this->CheckGradient(ROW_OUTPUT, true, 2, 1);
+  this->block_ = this->in_block_ = true;
+  this->CheckGradient(ROW_OUTPUT, true, 3, 2);
+  this->slices_ = 2;
+  this->CheckGradient(ROW_OUTPUT, false, 1, 0);
+}
+
+// The rule of propagation: a net whose layers take their producers' pattern
+// bottoms computes what the same net without them computes (same seed:
+// same patterns), loss, tops and every gradient, over several iterations.
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestWiredNetEqualsUnwired) {
+  typedef typename TypeParam::Dtype Dtype;
+  const char* layouts[] = {"STRIDED", "BLOCK"};
+  for (const char* layout : layouts) {
+    std::vector<std::vector<Dtype> > values(2);
+    for (int wired = 0; wired < 2; ++wired) {
+      const std::string approx = std::string(" approx_dropout_param { "
+          "dropout_ratio: 0.5 batch_slices: 3 layout: ") + layout + " } ";
+      const std::string filler = " inner_product_param { num_output: %d "
+          "weight_filler { type: 'uniform' min: -1 max: 1 } "
+          "bias_filler { type: 'uniform' min: 0 max: 1 } } ";
+      char fc1[256], fc2[256], fc3[256];
+      snprintf(fc1, sizeof(fc1), filler.c_str(), 12);
+      snprintf(fc2, sizeof(fc2), filler.c_str(), 9);
+      snprintf(fc3, sizeof(fc3), filler.c_str(), 4);
+      const std::string net_text = std::string(
+          "name: 'mlp' force_backward: true state { phase: TRAIN } "
+          "layer { name: 'data' type: 'Input' top: 'data' top: 'label' "
+          "  input_param { shape { dim: 7 dim: 10 } shape { dim: 7 } } } "
+          "layer { name: 'fc1' type: 'ApproxDropoutInnerProduct' "
+          "  bottom: 'data' top: 'h1' top: 'p1' ") + fc1 + approx + "} "
+          "layer { name: 'r1' type: 'ReLU' bottom: 'h1' top: 'h1' } "
+          "layer { name: 'fc2' type: 'ApproxDropoutInnerProduct' "
+          "  bottom: 'h1' " + (wired ? "bottom: 'p1' " : "") +
+          "  top: 'h2' top: 'p2' " + fc2 + approx + "} "
+          "layer { name: 'r2' type: 'ReLU' bottom: 'h2' top: 'h2' } "
+          "layer { name: 'fc3' type: 'ApproxDropoutInnerProduct' "
+          "  bottom: 'h2' " + (wired ? "bottom: 'p2' " : "") +
+          "  top: 'fc3' " + fc3 +
+          "  approx_dropout_param { dropout_ratio: 0 } } "
+          "layer { name: 'loss' type: 'SoftmaxWithLoss' bottom: 'fc3' "
+          "  bottom: 'label' top: 'loss' } ";
+      NetParameter net_param;
+      CHECK(google::protobuf::TextFormat::ParseFromString(net_text,
+                                                          &net_param));
+      Caffe::set_random_seed(31);
+      Net<Dtype> net(net_param);
+      Blob<Dtype>* data = net.blob_by_name("data").get();
+      FillerParameter filler_param;
+      filler_param.set_min(-1);
+      filler_param.set_max(1);
+      UniformFiller<Dtype>(filler_param).Fill(data);
+      Dtype* label = net.blob_by_name("label")->mutable_cpu_data();
+      for (int i = 0; i < 7; ++i) label[i] = i % 4;
+      for (int iter = 0; iter < 4; ++iter) {
+        net.ClearParamDiffs();
+        values[wired].push_back(net.ForwardBackward());
+        const char* blobs[] = {"h1", "h2", "fc3", "p1", "p2"};
+        for (const char* name : blobs) {
+          const Blob<Dtype>& blob = *net.blob_by_name(name);
+          values[wired].insert(values[wired].end(), blob.cpu_data(),
+                               blob.cpu_data() + blob.count());
+        }
+        values[wired].insert(values[wired].end(), data->cpu_diff(),
+                             data->cpu_diff() + data->count());
+        for (int i = 0; i < net.learnable_params().size(); ++i) {
+          const Blob<Dtype>& param = *net.learnable_params()[i];
+          values[wired].insert(values[wired].end(), param.cpu_diff(),
+                               param.cpu_diff() + param.count());
+        }
+      }
+    }
+    ASSERT_EQ(values[0].size(), values[1].size());
+    for (int i = 0; i < values[0].size(); ++i) {
+      EXPECT_NEAR(values[1][i], values[0][i],
+                  1e-4 * std::max(Dtype(1), std::fabs(values[0][i])))
+          << layout << " value " << i;
     }
   }
 }
@@ -751,6 +979,131 @@ TEST_F(ApproxDropoutInnerProductDeathTest, DpBeyondUnits) {
   p.mutable_approx_dropout_param()->set_dropout_ratio(16.0 / 17);
   ExpectSetupDeath<float>(p, "gives dp = 17 probability 1, but the pattern "
                              "acts on only 16 units");
+}
+
+// Wiring errors name both layers; each net below is otherwise valid.
+std::string WiringNet(const std::string& producer,
+                      const std::string& consumer) {
+  return "name: 'wiring' state { phase: TRAIN } "
+      "layer { name: 'data' type: 'Input' top: 'data' "
+      "  input_param { shape { dim: 4 dim: 10 } } } "
+      "layer { name: 'fc1' type: 'ApproxDropoutInnerProduct' bottom: 'data' "
+      "  top: 'h1' top: 'p1' inner_product_param { num_output: 12 } "
+      "  approx_dropout_param { " + producer + " } } "
+      "layer { name: 'r1' type: 'ReLU' bottom: 'h1' top: 'h1' } "
+      "layer { name: 'fc2' type: 'ApproxDropoutInnerProduct' bottom: 'h1' "
+      "  bottom: 'p1' top: 'h2' inner_product_param { num_output: 6 } "
+      "  approx_dropout_param { " + consumer + " } } ";
+}
+
+void ExpectNetDeath(const std::string& net_text, const std::string& message,
+                    bool at_forward = false) {
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  NetParameter param;
+  CHECK(google::protobuf::TextFormat::ParseFromString(net_text, &param));
+  if (at_forward) {
+    EXPECT_DEATH({ Net<float> net(param); net.Forward(); }, message);
+  } else {
+    EXPECT_DEATH(Net<float> net(param), message);
+  }
+}
+
+TEST_F(ApproxDropoutInnerProductDeathTest, WiringAccepted) {
+  NetParameter param;
+  // A second consumer of the same pattern reads it through a Split.
+  CHECK(google::protobuf::TextFormat::ParseFromString(WiringNet(
+      "dropout_ratio: 0.5", "dropout_ratio: 0") +
+      "layer { name: 'fc2b' type: 'ApproxDropoutInnerProduct' bottom: 'h1' "
+      "  bottom: 'p1' top: 'h2b' inner_product_param { num_output: 3 } "
+      "  approx_dropout_param { dropout_ratio: 0.5 } } ", &param));
+  Net<float> net(param);
+  EXPECT_EQ(net.blob_by_name("h2")->count(1), 6);
+  EXPECT_EQ(net.blob_by_name("h2b")->count(1), 3);
+  net.Forward();
+}
+
+TEST_F(ApproxDropoutInnerProductDeathTest, PatternFromInputSide) {
+  ExpectNetDeath(WiringNet("dropout_ratio: 0.5 side: INPUT",
+                           "dropout_ratio: 0.5"),
+      "Layer fc2 \\(pattern bottom 'p1' from layer fc1\\): fc1 does not "
+      "drop its outputs");
+}
+
+TEST_F(ApproxDropoutInnerProductDeathTest, PatternFromTile) {
+  ExpectNetDeath(WiringNet("dropout_ratio: 0.5 pattern: TILE tile_height: 4 "
+                           "tile_width: 5", "dropout_ratio: 0.5"),
+      "fc1 does not drop its outputs");
+}
+
+TEST_F(ApproxDropoutInnerProductDeathTest, PatternFromRateZero) {
+  ExpectNetDeath(WiringNet("dropout_ratio: 0", "dropout_ratio: 0.5"),
+      "fc1 does not drop its outputs");
+}
+
+TEST_F(ApproxDropoutInnerProductDeathTest, PatternUnitsDiffer) {
+  std::string text = WiringNet("dropout_ratio: 0.5", "dropout_ratio: 0.5");
+  // fc2 reads the data (K = 10) with fc1's pattern (12 units)
+  const std::string from = "bottom: 'h1'   bottom: 'p1'";
+  text.replace(text.find(from), from.size(), "bottom: 'data' bottom: 'p1'");
+  ExpectNetDeath(text, "fc1 has 12 output units, but the input size K of "
+                       "fc2 is 10");
+}
+
+TEST_F(ApproxDropoutInnerProductDeathTest, PatternSlicesDiffer) {
+  ExpectNetDeath(WiringNet("dropout_ratio: 0.5 batch_slices: 4",
+                           "dropout_ratio: 0.5 batch_slices: 2"),
+      "batch_slices of fc2 \\(2\\) differs from its producer's "
+      "\\(4\\)");
+}
+
+TEST_F(ApproxDropoutInnerProductDeathTest, PatternConsumerTile) {
+  ExpectNetDeath(WiringNet("dropout_ratio: 0.5", "dropout_ratio: 0.5 "
+                           "pattern: TILE tile_height: 2 tile_width: 4"),
+      "needs approx_dropout_param.pattern: ROW with side: OUTPUT in fc2");
+}
+
+TEST_F(ApproxDropoutInnerProductDeathTest, NotAPatternTop) {
+  std::string text = WiringNet("dropout_ratio: 0.5", "dropout_ratio: 0.5");
+  text.replace(text.find("bottom: 'p1' top: 'h2'"), 12, "bottom: 'h1'");
+  // (Caffe names the second reader's copy of h1 h1_r1_0_split_1)
+  ExpectNetDeath(text, "Layer fc2: second bottom 'h1[a-z0-9_]*' is not a "
+                       "pattern top");
+}
+
+// A blob shaped like a pattern top, but written by no producer: found out
+// at the first forward (a Split's copy of a real one looks the same at
+// setup).
+TEST_F(ApproxDropoutInnerProductDeathTest, LookalikePatternTop) {
+  std::string text = WiringNet("dropout_ratio: 0.5", "dropout_ratio: 0.5");
+  text.replace(text.find("bottom: 'p1' top: 'h2'"), 12, "bottom: 'fake'");
+  text += "layer { name: 'fake' type: 'Input' top: 'fake' "
+          "  input_param { shape { dim: 2 dim: 4 } } } ";
+  // Inputs come first in the net: move the new one to the front.
+  text = "layer { name: 'fake' type: 'Input' top: 'fake' "
+         "  input_param { shape { dim: 2 dim: 4 } } } " +
+         text.substr(0, text.rfind("layer { name: 'fake'"));
+  ExpectNetDeath(text, "Layer fc2: second bottom 'fake' is not a pattern top",
+                 true);
+}
+
+TEST_F(ApproxDropoutInnerProductDeathTest, LayoutWithTile) {
+  LayerParameter p = Base();
+  p.mutable_approx_dropout_param()->set_pattern(
+      ApproxDropoutParameter_Pattern_TILE);
+  p.mutable_approx_dropout_param()->set_tile_width(4);
+  p.mutable_approx_dropout_param()->set_tile_height(4);
+  p.mutable_approx_dropout_param()->set_layout(
+      ApproxDropoutParameter_Layout_BLOCK);
+  ExpectSetupDeath<float>(p, "Layer fc2: approx_dropout_param.layout applies "
+                             "to pattern: ROW only");
+}
+
+TEST_F(ApproxDropoutInnerProductDeathTest, RecurrentFieldsRefused) {
+  LayerParameter p = Base();
+  p.mutable_approx_dropout_param()->set_recurrent_dropout_ratio(0.5);
+  ExpectSetupDeath<float>(p, "Layer fc2: approx_dropout_param.recurrent_"
+                             "dropout_ratio, .* apply to ApproxDropoutLSTM "
+                             "only");
 }
 
 }  // namespace caffe

@@ -26,7 +26,9 @@ class ApproxDropoutLSTMLayerTest : public MultiDeviceTest<TypeParam> {
  protected:
   static constexpr int kT = 3, kN = 2, kK = 12, kH = 5;
 
-  ApproxDropoutLSTMLayerTest() : slices_(1), diagonal_(false) {
+  ApproxDropoutLSTMLayerTest()
+      : slices_(1), diagonal_(false), block_(false), recurrent_(0),
+        rdp_(1), rb_(0) {
     x_.Reshape(kT, kN, 3, 4);
     vector<int> shape(2);
     shape[0] = kT;
@@ -69,9 +71,20 @@ class ApproxDropoutLSTMLayerTest : public MultiDeviceTest<TypeParam> {
       ad->set_tile_order(diagonal_
           ? ApproxDropoutParameter_TileOrder_DIAGONAL
           : ApproxDropoutParameter_TileOrder_ROW_MAJOR);
+    } else {
+      ad->set_layout(block_ ? ApproxDropoutParameter_Layout_BLOCK
+                            : ApproxDropoutParameter_Layout_STRIDED);
     }
+    if (recurrent_ > 0) ad->set_recurrent_dropout_ratio(recurrent_);
     p.set_phase(TRAIN);
     return p;
+  }
+
+  // Is hidden unit u of h_{t-1} kept on the recurrent path by (rdp_, rb_)?
+  // The recurrent path uses `layout` for ROW inputs and BLOCK for TILE.
+  bool RecurrentKept(bool tile, int u) const {
+    if (!tile && !block_) return u % rdp_ == rb_;
+    return rb_ * kH / rdp_ <= u && u < (rb_ + 1) * kH / rdp_;
   }
 
   // ROW: is input feature k kept in row `row` of the time-major input (row
@@ -81,7 +94,9 @@ class ApproxDropoutLSTMLayerTest : public MultiDeviceTest<TypeParam> {
     if (!tile) {
       int s = 0;
       while ((s + 1) * kT * kN / slices_ <= row) ++s;
-      return k % dp == (b + s) % dp;
+      const int bs = (b + s) % dp;
+      return block_ ? bs * kK / dp <= k && k < (bs + 1) * kK / dp
+                    : k % dp == bs;
     }
     const int tiles_per_row = (kK + 4) / 5, r = row / 4, c = k / 5;
     return (diagonal_ ? r + c : r * tiles_per_row + c) % dp == b;
@@ -98,6 +113,10 @@ class ApproxDropoutLSTMLayerTest : public MultiDeviceTest<TypeParam> {
     ApproxDropoutLSTMLayer<Dtype> approx(Param(tile, ratio));
     approx.SetUp(bottom, top_);
     approx.input_transform()->FixPattern(dp, b);
+    // Recurrent dropout with one pattern for all steps and streams is
+    // Caffe's LSTM with W_hc's dropped columns zeroed, kept ones scaled.
+    const Dtype rs = 1 / (1 - recurrent_);
+    if (recurrent_ > 0) approx.FixRecurrentPattern(rdp_, rb_);
 
     LayerParameter lp = Param(tile, ratio);
     lp.set_type("LSTM");
@@ -128,6 +147,16 @@ class ApproxDropoutLSTMLayerTest : public MultiDeviceTest<TypeParam> {
         for (int k = 0; k < kK; ++k) {
           w_ref->mutable_cpu_data()[j * kK + k] *=
               Kept(true, dp, b, j, k) ? s : 0;
+        }
+      }
+    }
+    const int w_hc = lstm.blobs().size() - 1;  // W_hc (4H x H) is last
+    Blob<Dtype>* w_hc_ref = lstm.blobs()[w_hc].get();
+    if (recurrent_ > 0) {
+      for (int j = 0; j < 4 * kH; ++j) {
+        for (int u = 0; u < kH; ++u) {
+          w_hc_ref->mutable_cpu_data()[j * kH + u] *=
+              RecurrentKept(tile, u) ? rs : 0;
         }
       }
     }
@@ -174,8 +203,12 @@ class ApproxDropoutLSTMLayerTest : public MultiDeviceTest<TypeParam> {
     }
     for (int p = 1; p < approx.blobs().size(); ++p) {  // b_c, W_hc, ...
       for (int i = 0; i < approx.blobs()[p]->count(); ++i) {
+        // W_hc's dropped columns get no gradient, kept ones d/dW_hc' * rs.
+        const Dtype factor = p != w_hc || recurrent_ == 0 ? 1
+            : (RecurrentKept(tile, i % kH) ? rs : 0);
         ASSERT_NEAR(approx.blobs()[p]->cpu_diff()[i],
-                    lstm.blobs()[p]->cpu_diff()[i], 1e-5) << p << " " << i;
+                    factor * lstm.blobs()[p]->cpu_diff()[i], 1e-5)
+            << p << " " << i;
       }
     }
   }
@@ -226,6 +259,7 @@ class ApproxDropoutLSTMLayerTest : public MultiDeviceTest<TypeParam> {
     ApproxDropoutLSTMLayer<Dtype> layer(Param(tile));
     layer.SetUp(bottom, top_);
     layer.input_transform()->FixPattern(dp, b);
+    if (recurrent_ > 0) layer.FixRecurrentPattern(rdp_, rb_);
     GradientChecker<Dtype> checker(1e-2, 1e-3);
     checker.CheckGradientExhaustive(&layer, bottom, top_, 0);
     if (with_static) checker.CheckGradientExhaustive(&layer, bottom, top_, 2);
@@ -235,6 +269,9 @@ class ApproxDropoutLSTMLayerTest : public MultiDeviceTest<TypeParam> {
   vector<Blob<Dtype>*> bottom_, top_;
   int slices_;     // batch_slices of Param()
   bool diagonal_;  // tile_order of Param()
+  bool block_;     // layout of Param() (ROW)
+  float recurrent_;  // recurrent_dropout_ratio of Param()
+  int rdp_, rb_;     // the fixed recurrent pattern of the checks
 };
 
 TYPED_TEST_CASE(ApproxDropoutLSTMLayerTest, TestDtypesAndDevices);
@@ -326,6 +363,7 @@ TYPED_TEST(ApproxDropoutLSTMLayerTest, TestStatisticsTile) {
 
 TYPED_TEST(ApproxDropoutLSTMLayerTest, TestPhaseEqualsLSTM) {
   typedef typename TypeParam::Dtype Dtype;
+  this->recurrent_ = 0.5;  // TEST ignores input and recurrent dropout
   for (int tile = 0; tile < 2; ++tile) {
     LayerParameter p = this->Param(tile, 0.7);
     p.set_phase(TEST);
@@ -346,6 +384,140 @@ TYPED_TEST(ApproxDropoutLSTMLayerTest, TestPhaseEqualsLSTM) {
       EXPECT_NEAR(this->h_.cpu_data()[i], h_ref.cpu_data()[i], 1e-6);
     }
   }
+}
+
+// Recurrent dropout: every recurrent pattern in both layouts against a
+// masked W_hc, with ROW (either layout) and TILE on the input.
+TYPED_TEST(ApproxDropoutLSTMLayerTest, TestRecurrentMatchesMaskedWeights) {
+  this->recurrent_ = 0.5;
+  for (int layout = 0; layout < 2; ++layout) {
+    this->block_ = layout == 1;
+    for (int rdp = 1; rdp <= this->kH; ++rdp) {
+      for (int rb = 0; rb < rdp; rb += 2) {
+        this->rdp_ = rdp;
+        this->rb_ = rb;
+        this->CheckAgainstMaskedLSTM(false, 3, 1, false);
+        this->CheckAgainstMaskedLSTM(true, 2, 1, rb == 0);
+      }
+    }
+  }
+}
+
+TYPED_TEST(ApproxDropoutLSTMLayerTest, TestGradientRecurrent) {
+  this->recurrent_ = 0.5;
+  this->rdp_ = 3;
+  this->rb_ = 1;
+  this->CheckGradient(false, 2, 1, false);
+  this->block_ = true;
+  this->CheckGradient(false, 3, 0, true);
+  this->rdp_ = 2;
+  this->CheckGradient(true, 2, 1, false);
+}
+
+// recurrent_dropout_ratio: 0 is the layer without the field: same seed,
+// same outputs, and no recurrent product replaced.
+TYPED_TEST(ApproxDropoutLSTMLayerTest, TestRecurrentZeroIsInputOnly) {
+  typedef typename TypeParam::Dtype Dtype;
+  std::vector<std::vector<Dtype> > outputs(2);
+  for (int zero = 0; zero < 2; ++zero) {
+    LayerParameter p = this->Param(false, 0.5);
+    if (zero) p.mutable_approx_dropout_param()->set_recurrent_dropout_ratio(0);
+    Caffe::set_random_seed(99);
+    ApproxDropoutLSTMLayer<Dtype> layer(p);
+    layer.SetUp(this->bottom_, this->top_);
+    EXPECT_TRUE(layer.recurrent_transforms().empty());
+    for (int t = 0; t < 5; ++t) {
+      layer.Forward(this->bottom_, this->top_);
+      outputs[zero].insert(outputs[zero].end(), this->h_.cpu_data(),
+                           this->h_.cpu_data() + this->h_.count());
+    }
+  }
+  ASSERT_EQ(outputs[0].size(), outputs[1].size());
+  for (int i = 0; i < outputs[0].size(); ++i) {
+    EXPECT_EQ(outputs[0][i], outputs[1][i]) << i;
+  }
+}
+
+// Sampled recurrent patterns: each hidden unit is dropped on the recurrent
+// path with frequency within 3 sigma of the rate, the dp follow the given
+// distribution; PER_SEQUENCE uses one pattern for every step, PER_STEP
+// draws one per step.
+TYPED_TEST(ApproxDropoutLSTMLayerTest, TestRecurrentStatistics) {
+  typedef typename TypeParam::Dtype Dtype;
+  const double k[] = {0.1, 0.2, 0.3, 0.2, 0.2};  // rate 0.61
+  const double rate = PatternDropoutRate(std::vector<double>(k, k + 5));
+  for (int per_sequence = 0; per_sequence < 2; ++per_sequence) {
+    for (int layout = 0; layout < 2; ++layout) {
+      Caffe::set_random_seed(2024 + layout);
+      this->block_ = layout == 1;
+      LayerParameter p = this->Param(false, 0.5);
+      ApproxDropoutParameter* ad = p.mutable_approx_dropout_param();
+      ad->set_recurrent_dropout_ratio(0.61);
+      for (double v : k) ad->add_recurrent_pattern_distribution(v);
+      ad->set_recurrent_pattern(per_sequence
+          ? ApproxDropoutParameter_RecurrentPattern_PER_SEQUENCE
+          : ApproxDropoutParameter_RecurrentPattern_PER_STEP);
+      ApproxDropoutLSTMLayer<Dtype> layer(p);
+      layer.SetUp(this->bottom_, this->top_);
+      ASSERT_EQ(layer.recurrent_transforms().size(), this->kT);
+      const int trials = 3000;
+      std::vector<int> dropped(this->kH, 0), dp_count(5, 0);
+      int steps_differ = 0;
+      for (int t = 0; t < trials; ++t) {
+        layer.Forward(this->bottom_, this->top_);
+        const DropoutPattern first =
+            layer.recurrent_transforms()[0]->pattern();
+        ++dp_count[first.dp - 1];
+        this->rdp_ = first.dp;
+        this->rb_ = first.b;
+        for (int u = 0; u < this->kH; ++u) {
+          dropped[u] += !this->RecurrentKept(false, u);
+        }
+        for (int step = 1; step < this->kT; ++step) {
+          const DropoutPattern other =
+              layer.recurrent_transforms()[step]->pattern();
+          steps_differ += other.dp != first.dp || other.b != first.b;
+        }
+      }
+      ExpectPatternStatistics(dropped, dp_count,
+          std::vector<double>(k, k + 5), trials, rate);
+      if (per_sequence) {
+        EXPECT_EQ(steps_differ, 0);
+      } else {
+        EXPECT_GT(steps_differ, trials / 2);
+      }
+    }
+  }
+}
+
+// cont = 0 still cuts the sequence with recurrent dropout on: stream 1's
+// output from its restart at t = 2 on ignores its earlier inputs.
+TYPED_TEST(ApproxDropoutLSTMLayerTest, TestRecurrentContinuationResets) {
+  typedef typename TypeParam::Dtype Dtype;
+  this->recurrent_ = 0.5;
+  std::vector<std::vector<Dtype> > outputs(2);
+  for (int run = 0; run < 2; ++run) {
+    if (run == 1) {  // change stream 1's inputs at t = 0, 1
+      for (int t = 0; t < 2; ++t) {
+        Dtype* x = this->x_.mutable_cpu_data() + (t * this->kN + 1) * this->kK;
+        for (int f = 0; f < this->kK; ++f) x[f] = 3 - x[f];
+      }
+    }
+    Caffe::set_random_seed(7);
+    ApproxDropoutLSTMLayer<Dtype> layer(this->Param(false, 0.5));
+    layer.SetUp(this->bottom_, this->top_);
+    layer.Forward(this->bottom_, this->top_);
+    outputs[run].assign(this->h_.cpu_data(),
+                        this->h_.cpu_data() + this->h_.count());
+  }
+  Dtype before = 0;  // stream 1 at t = 1 did change
+  for (int u = 0; u < this->kH; ++u) {
+    const int i = (this->kN + 1) * this->kH + u;
+    before += std::fabs(outputs[0][i] - outputs[1][i]);
+    const int j = (2 * this->kN + 1) * this->kH + u;  // t = 2, stream 1
+    EXPECT_NEAR(outputs[0][j], outputs[1][j], 1e-6) << "unit " << u;
+  }
+  EXPECT_GT(before, 1e-3);
 }
 
 // Bad parameters fail at setup with messages that name the layer (the
@@ -408,6 +580,50 @@ TEST_F(ApproxDropoutLSTMDeathTest, DpBeyondInputFeatures) {
   ad->set_dropout_ratio(12.0 / 13);
   ExpectSetupDeath(p, "gives dp = 13 probability 1, but the pattern acts on "
                       "only 12 units");
+}
+
+TEST_F(ApproxDropoutLSTMDeathTest, RecurrentRateOne) {
+  LayerParameter p = Base();
+  p.mutable_approx_dropout_param()->set_recurrent_dropout_ratio(1);
+  ExpectSetupDeath(p, "Layer lstm1: approx_dropout_param.recurrent_dropout_"
+                      "ratio must be in \\[0, 1\\), got 1");
+}
+
+TEST_F(ApproxDropoutLSTMDeathTest, RecurrentRateNegative) {
+  LayerParameter p = Base();
+  p.mutable_approx_dropout_param()->set_recurrent_dropout_ratio(-0.1);
+  ExpectSetupDeath(p, "recurrent_dropout_ratio must be in \\[0, 1\\)");
+}
+
+TEST_F(ApproxDropoutLSTMDeathTest, RecurrentDistributionMisses) {
+  LayerParameter p = Base();
+  ApproxDropoutParameter* ad = p.mutable_approx_dropout_param();
+  ad->set_recurrent_dropout_ratio(0.5);
+  ad->add_recurrent_pattern_distribution(0);
+  ad->add_recurrent_pattern_distribution(0);
+  ad->add_recurrent_pattern_distribution(1);  // dp = 3: rate 2/3
+  ExpectSetupDeath(p, "Layer lstm1: approx_dropout_param.recurrent_pattern_"
+                      "distribution drops units with probability 0.66");
+}
+
+TEST_F(ApproxDropoutLSTMDeathTest, RecurrentDpBeyondHidden) {
+  LayerParameter p = Base();  // 4 hidden units
+  ApproxDropoutParameter* ad = p.mutable_approx_dropout_param();
+  ad->set_recurrent_dropout_ratio(0.8);
+  for (int i = 0; i < 4; ++i) ad->add_recurrent_pattern_distribution(0);
+  ad->add_recurrent_pattern_distribution(1);  // dp = 5
+  ExpectSetupDeath(p, "recurrent_pattern_distribution gives dp = 5 "
+                      "probability 1, but the pattern acts on only 4 units");
+}
+
+TEST_F(ApproxDropoutLSTMDeathTest, LayoutWithTile) {
+  LayerParameter p = Base();
+  p.mutable_approx_dropout_param()->set_pattern(
+      ApproxDropoutParameter_Pattern_TILE);
+  p.mutable_approx_dropout_param()->set_layout(
+      ApproxDropoutParameter_Layout_BLOCK);
+  ExpectSetupDeath(p, "Layer lstm1: approx_dropout_param.layout applies to "
+                      "ROW input patterns");
 }
 
 }  // namespace caffe

@@ -9,6 +9,17 @@
 
 namespace caffe {
 
+BlockStride KeptUnits(const DropoutPattern& p, bool block_layout,
+                      int units) {
+  if (!block_layout) {
+    const BlockStride kept = {p.b, p.dp, 1, units, 0};
+    return kept;
+  }
+  const int64_t u = units;
+  return BlockStride::Range(static_cast<int>(p.b * u / p.dp),
+                            static_cast<int>((p.b + 1) * u / p.dp), units);
+}
+
 double PatternDropoutRate(const std::vector<double>& k) {
   double rate = 0;
   for (size_t i = 0; i < k.size(); ++i) {
@@ -103,8 +114,10 @@ std::vector<double> DefaultPatternDistribution(double p, int max_dp,
 
 DropoutPatternSampler::DropoutPatternSampler(
     const ApproxDropoutParameter& param, int num_units,
-    const std::string& layer_name) : ratio_(param.dropout_ratio()) {
-  const std::string where = "Layer " + layer_name + ": approx_dropout_param.";
+    const std::string& layer_name, const std::string& field_prefix)
+    : ratio_(param.dropout_ratio()) {
+  const std::string where =
+      "Layer " + layer_name + ": approx_dropout_param." + field_prefix;
   CHECK_GE(ratio_, 0.f) << where << "dropout_ratio must be in [0, 1), got "
                         << ratio_;
   CHECK_LT(ratio_, 1.f) << where << "dropout_ratio must be in [0, 1), got "
@@ -137,7 +150,7 @@ DropoutPatternSampler::DropoutPatternSampler(
     const double rate = PatternDropoutRate(k_);
     CHECK_LE(std::fabs(rate - ratio_), 0.01) << where
         << "pattern_distribution drops units with probability " << rate
-        << ", but dropout_ratio is " << ratio_ << " (they must agree within "
+        << ", but " << field_prefix << "dropout_ratio is " << ratio_ << " (they must agree within "
         << "0.01)";
   }
   // Invariant: k_.back() > 0 (trailing zeros trimmed, for the default as for
