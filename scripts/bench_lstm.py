@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
-"""The LSTM language model under `caffe time`: conventional vs ROW vs TILE.
+"""The LSTM language model under `caffe time`: stock vs the approximate LSTMs.
 
 For each dropout rate p, times the word-level LM (default 2 x 1500, batch 20,
 35 steps, vocabulary 10 000; TRAIN phase) with stock Embed -> Dropout ->
 LSTM -> Dropout -> LSTM -> Dropout -> InnerProduct and with
 ApproxDropoutLSTM / ApproxDropoutInnerProduct (ROW and TILE), running
-`caffe time` for the flavours in turn, `--repeats` times, and prints the
+`caffe time` for the methods in turn, `--repeats` times, and prints the
 median time per iteration, the ratio stock / approx and the FLOP bound
-beside it. Only the input-to-gates products and the decoder shrink (by
-1 - p); the recurrent products do not, so the bound is
-(R + D) / (R + (1 - p) D) with R the recurrent and D the reducible
-multiply-add FLOPs. That bound assumes every product runs at one speed;
+beside it. With input dropout only (row, tile) the input-to-gates products
+and the decoder shrink (by 1 - p) and the recurrent products do not, so the
+bound is (R + D) / (R + (1 - p) D) with R the recurrent and D the reducible
+multiply-add FLOPs; row_rec and tile_rec also drop h_{t-1} on the recurrent
+path at the same rate (recurrent_dropout_ratio), so their bound is
+1 / (1 - p). The input-only bound assumes every product runs at one speed;
 on a CPU the recurrent products (batch-sized, 20 rows) run several times
 slower per FLOP than the 700-row input product. So the script also times
 the stock input-to-gates product alone (an InnerProduct of the LSTM's
@@ -20,6 +22,7 @@ second table splits the time by layer at the last rate, to show where the
 rest goes. Writes JSON and a plot.
 
     scripts/bench_lstm.py [--rates 0.3 0.5 0.7] [--hidden 1500] [--repeats 5]
+                          [--methods stock row tile row_rec tile_rec]
 """
 from __future__ import annotations
 
@@ -34,7 +37,11 @@ sys.path.insert(0, str(REPO / "python"))
 
 from approx_dropout import bench_results, caffe_env, caffe_time, nets  # noqa: E402
 
-APPROX = ("row", "tile")
+# method -> (nets.lm flavour, recurrent dropout at the input rate?)
+METHODS = {"stock": ("stock", False), "row": ("row", False), "tile": ("tile", False),
+           "row_rec": ("row", True), "tile_rec": ("tile", True)}
+LABELS = {"stock": "stock", "row": "ROW", "tile": "TILE", "row_rec": "ROW+rec",
+          "tile_rec": "TILE+rec"}
 
 
 def flops(hidden: int, layers: int, batch: int, steps: int, vocab: int) -> tuple[float, float]:
@@ -89,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=3,
                         help="iterations per `caffe time` run")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS),
+                        default=list(METHODS), help="default: all (stock is always timed)")
     parser.add_argument("--gpu", type=int, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench")
     args = parser.parse_args(argv)
@@ -99,19 +108,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("sizes, --repeats and --iterations must be >= 1")
     shape = dict(hidden=args.hidden, num_layers=args.layers, batch=args.batch,
                  steps=args.steps, vocab=args.vocab)
+    methods = ["stock"] + [m for m in args.methods if m != "stock"]
+    approx = methods[1:]
     recurrent, reducible = flops(args.hidden, args.layers, args.batch, args.steps, args.vocab)
     print(f"LSTM LM {args.layers} x {args.hidden}, batch {args.batch}, {args.steps} steps, "
           f"vocabulary {args.vocab}: {recurrent / 1e9:.1f} GFLOP recurrent + "
           f"{reducible / 1e9:.1f} GFLOP reducible per forward pass")
-    print(f"{'p':>4} {'stock ms':>9} {'ROW ms':>8} {'ratio':>6} {'TILE ms':>8} {'ratio':>6} "
-          f"{'bound':>6} {'ROW/bound':>9} {'TILE/bound':>10} {'time bound':>10}", flush=True)
+    print(f"{'p':>4} {'stock ms':>9} " + " ".join(
+        f"{LABELS[m] + ' ms':>12} {'ratio':>6}" for m in approx) +
+        f" {'bound':>6} {'bound+rec':>9} {'time bound':>10}", flush=True)
     rows = []
     for rate in args.rates:
         with tempfile.TemporaryDirectory() as tmp:
             models = {}
-            for flavour in nets.LM_FLAVOURS:
-                models[flavour] = Path(tmp) / f"lm_{flavour}.prototxt"
-                models[flavour].write_text(nets.lm(flavour, rate=rate, **shape))
+            for method in methods:
+                flavour, recurrent = METHODS[method]
+                models[method] = Path(tmp) / f"lm_{method}.prototxt"
+                models[method].write_text(nets.lm(flavour, rate=rate, **shape,
+                                                  recurrent=rate if recurrent else 0.0))
             try:
                 timings = caffe_time.run_rotating(models, args.repeats, args.iterations,
                                                   args.gpu)
@@ -133,20 +147,20 @@ def main(argv: list[str] | None = None) -> int:
         layers_ms = {f: layer_split(ts) for f, ts in timings.items()}
         reducible_ms, t_limit = time_bound(layers_ms["stock"], xt_ms, args.layers, rate)
         row = {"rate": rate, "median_ms": med, "runs_ms": runs, "bound": limit,
+               "bound_recurrent": 1 / (1 - rate),
                "x_transform_ms": xt_ms, "reducible_ms": reducible_ms, "time_bound": t_limit,
-               "ratio": {f: med["stock"] / med[f] for f in APPROX}, "layers_ms": layers_ms}
+               "ratio": {f: med["stock"] / med[f] for f in approx}, "layers_ms": layers_ms}
         rows.append(row)
         r = row["ratio"]
-        print(f"{rate:>4.1f} {med['stock']:>9.1f} {med['row']:>8.1f} {r['row']:>6.2f} "
-              f"{med['tile']:>8.1f} {r['tile']:>6.2f} {limit:>6.2f} "
-              f"{r['row'] / limit:>9.0%} {r['tile'] / limit:>10.0%} {t_limit:>10.2f}",
-              flush=True)
+        print(f"{rate:>4.1f} {med['stock']:>9.1f} " + " ".join(
+            f"{med[m]:>12.1f} {r[m]:>6.2f}" for m in approx) +
+            f" {limit:>6.2f} {1 / (1 - rate):>9.2f} {t_limit:>10.2f}", flush=True)
     last = rows[-1]["layers_ms"]
     print(f"\nwhere the time goes at p = {rows[-1]['rate']:g} (median ms per iteration, "
           f"forward + backward; stock's Dropout layers listed on their own):")
-    print(f"{'layer':>10} {'stock':>9} {'ROW':>9} {'TILE':>9}")
+    print(f"{'layer':>10} " + " ".join(f"{LABELS[m]:>9}" for m in methods))
     for name in last["stock"]:
-        cells = [last[f].get(name) for f in nets.LM_FLAVOURS]
+        cells = [last[m].get(name) for m in methods]
         print(f"{name[:10]:>10} " + " ".join(f"{c:>9.1f}" if c is not None else f"{'—':>9}"
                                              for c in cells))
     share = rows[-1]["reducible_ms"] / sum(last["stock"].values())
@@ -167,9 +181,15 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 3.8))
     x = list(range(len(rows)))
-    ax.bar([i - 0.2 for i in x], [r["ratio"]["row"] for r in rows], 0.4, label="ROW")
-    ax.bar([i + 0.2 for i in x], [r["ratio"]["tile"] for r in rows], 0.4, label="TILE")
-    ax.plot(x, [r["bound"] for r in rows], "k_", ms=30, mew=2, label="FLOP bound")
+    approx = list(rows[0]["ratio"])
+    width = 0.8 / len(approx)
+    for j, method in enumerate(approx):
+        ax.bar([i - 0.4 + width * (j + 0.5) for i in x], [r["ratio"][method] for r in rows],
+               width, label=LABELS[method])
+    ax.plot(x, [r["bound"] for r in rows], "k_", ms=30, mew=2, label="FLOP bound (input)")
+    if any(m.endswith("_rec") for m in approx):
+        ax.plot(x, [1 / (1 - r["rate"]) for r in rows], "_", color="C3", ms=30, mew=2,
+                label="FLOP bound (+rec)")
     ax.plot(x, [r["time_bound"] for r in rows], "_", color="gray", ms=30, mew=2,
             label="time bound")
     ax.axhline(1, color="k", lw=0.8)

@@ -3,14 +3,15 @@
 
 For each hidden size H, times 784-H-H-10 (batch 128, TRAIN phase) with stock
 InnerProduct + ReLU + Dropout and with ApproxDropoutInnerProduct in each of
-`--methods` (default: the layers' defaults for RDP and TDP and the paper's
-settings, one pattern per batch and row-major tiles), running `caffe time`
-for the methods in turn, `--repeats` times, and prints the median
-forward-backward time per iteration and the ratio stock / approx. Writes JSON
-and a plot.
+`--methods` (default: RDP in the strided layout with the default slices and
+with the paper's one pattern per batch, RDP in the block layout without and
+with pattern propagation, and TDP with the layer's defaults and the paper's
+row-major tiles), running `caffe time` for the methods in turn, `--repeats`
+times, and prints the median forward-backward time per iteration and the
+ratio stock / approx. Writes JSON, a markdown table and a plot.
 
     scripts/bench_mlp.py [--hidden 2048 4096] [--rate 0.7] [--repeats 5]
-                         [--methods rdp rdp_s1 tdp tdp_s1_rowmajor]
+                         [--methods rdp rdp_s1 rdp_block rdp_prop tdp tdp_s1_rowmajor]
 """
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=10,
                         help="iterations per `caffe time` run")
     parser.add_argument("--methods", nargs="+", metavar="METHOD",
-                        default=["rdp", "rdp_s1", "tdp", "tdp_s1_rowmajor"],
+                        default=["rdp", "rdp_s1", "rdp_block", "rdp_prop", "tdp",
+                                 "tdp_s1_rowmajor"],
                         help="approximate methods timed against stock: " + nets.METHOD_HELP)
     parser.add_argument("--gpu", type=int, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench")

@@ -29,7 +29,12 @@ from approx_dropout import nets, prototxt_io, train  # noqa: E402
 from approx_dropout.data_cache import DataError  # noqa: E402
 
 STEPS, STREAMS, VOCAB = 35, 20, 10000
-LABELS = {"stock": "stock Dropout", "row": "ROW", "tile": "TILE"}
+LABELS = {"stock": "stock Dropout", "row": "ROW (input)", "tile": "TILE (input)",
+          "row_rec": "ROW input + recurrent (per step)",
+          "row_rec_seq": "ROW input + recurrent (per sequence)"}
+# method -> (nets.lm flavour, recurrent_pattern or None without recurrent dropout)
+SETTINGS = {"stock": ("stock", None), "row": ("row", None), "tile": ("tile", None),
+            "row_rec": ("row", "PER_STEP"), "row_rec_seq": ("row", "PER_SEQUENCE")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="300 iterations per run")
     parser.add_argument("--iterations", type=int, help="default 3880 (2 epochs)")
     parser.add_argument("--rates", type=float, nargs="+", default=[0.3, 0.5, 0.7])
+    parser.add_argument("--methods", nargs="+", choices=list(LABELS),
+                        default=["stock", "row", "tile"],
+                        help="default: stock row tile (row_rec, row_rec_seq add recurrent "
+                             "dropout at the same rate)")
     parser.add_argument("--hidden", type=int, default=200)
     parser.add_argument("--evaluations", type=int, default=10,
                         help="validation passes per run, evenly spaced (default 10)")
@@ -63,24 +72,34 @@ def main(argv: list[str] | None = None) -> int:
     valid_batches = args.valid_batches or stats["splits"]["valid"]["batches"]
     model = f"lm-2x{args.hidden}"
     runs = [experiments.Run("lstm", model, method, rate, args.seed, iterations)
-            for rate in args.rates for method in LABELS]
+            for rate in args.rates for method in args.methods]
 
     def train_one(run: experiments.Run, progress) -> dict:
-        text = nets.lm(run.method, hidden=args.hidden, rate=run.rate, batch=STREAMS,
+        flavour, recurrent_pattern = SETTINGS[run.method]
+        text = nets.lm(flavour, hidden=args.hidden, rate=run.rate, batch=STREAMS,
                        steps=STEPS, vocab=VOCAB, init=0.1,
-                       sources=(str(lists["train"]), str(lists["valid"])))
+                       sources=(str(lists["train"]), str(lists["valid"])),
+                       recurrent=run.rate if recurrent_pattern else 0.0,
+                       recurrent_pattern=recurrent_pattern)
         settings = train.SolverSettings(base_lr=1.0, momentum=0.0, clip_gradients=5,
                                         seed=run.seed)
+        # The test split, once, with the final weights (TEST phase: no dropout).
+        test_text = nets.lm(flavour, hidden=args.hidden, rate=run.rate, batch=STREAMS,
+                            steps=STEPS, vocab=VOCAB, init=0.1,
+                            sources=(str(lists["train"]), str(lists["test"])))
+        test_batches = stats["splits"]["test"]["batches"]
         result = train.train(text, run.iterations, max(1, run.iterations // args.evaluations),
-                             valid_batches, settings, args.gpu, progress)
+                             valid_batches, settings, args.gpu, progress,
+                             final_tests={"test": (test_text, test_batches)})
         ppl = [e.perplexity for e in result.evaluations]
-        return {**result.as_dict(), "final_perplexity": ppl[-1], "best_perplexity": min(ppl)}
+        return {**result.as_dict(), "final_perplexity": ppl[-1], "best_perplexity": min(ppl),
+                "test_perplexity": result.final["test"].perplexity}
 
     command, machine = experiments.invocation("exp_lstm.py", argv, args.gpu)
     experiments.execute(runs, args.out, train_one, machine, command)
     done = experiments.load_runs(args.out)
-    lines = ["| p | method | valid perplexity (final) | vs stock | best | ms/iter | speedup |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| p | method | valid perplexity (final) | vs stock | best | test perplexity | "
+             "ms/iter | speedup |", "|---|---|---|---|---|---|---|---|"]
     rows = []
     for rate in args.rates:
         recs = {m: done.get(experiments.Run("lstm", model, m, rate, args.seed, iterations).key)
@@ -94,10 +113,12 @@ def main(argv: list[str] | None = None) -> int:
             speed = (stock["result"]["seconds_per_iteration"] / res["seconds_per_iteration"])
             rows.append({"rate": rate, "method": method, **{k: res[k] for k in (
                 "final_perplexity", "best_perplexity", "seconds_per_iteration")},
+                "test_perplexity": res.get("test_perplexity"),
                 "relative_to_stock": rel, "speedup": speed})
             lines.append(f"| {rate:g} | {LABELS[method]} | {res['final_perplexity']:.1f} | "
                          f"{'—' if method == 'stock' else f'{100 * rel:+.1f} %'} | "
                          f"{res['best_perplexity']:.1f} | "
+                         f"{res.get('test_perplexity', float('nan')):.1f} | "
                          f"{1e3 * res['seconds_per_iteration']:.0f} | {speed:.2f}× |")
     table = "\n".join(lines) + "\n"
     print(table)

@@ -2,8 +2,8 @@
 """MLP experiments on Fashion-MNIST: stock Dropout vs approximate dropout.
 
   rates  the paper's Fig. 4: 784-2048-2048-10, dropout (p, p) for p in
-         0.3 / 0.5 / 0.7; stock Dropout, RDP and TDP with the layers'
-         defaults (4 batch slices; diagonal tiles), and the paper's settings
+         0.3 / 0.5 / 0.7; stock Dropout, RDP (strided layout, the layer's
+         default slices) and TDP (the layer's defaults), and the paper's settings
          beside them: one pattern per batch (RDP; row-major TDP) and RDP with
          the paper's searched distribution (N = 2048); 3 seeds.
   sizes  the paper's Table I: 1024x64, 1024x1024, 2048x2048, 4096x4096 at
@@ -12,6 +12,10 @@
   slices the accuracy half of the measurement behind the default
          batch_slices: 2048x2048 at p = 0.7, RDP with 1 ... 8 slices, TDP
          with 1 and 4, 2 seeds, 2 epochs (speed: scripts/bench_mlp.py).
+  layout the row layouts and pattern propagation: 2048x2048 at p = 0.7,
+         RDP strided (the paper's) and block, each with the default slices
+         and one pattern per batch, and with patterns propagated (block and
+         strided); 2 seeds, 2 epochs (speed: scripts/bench_mlp.py).
   demo   the README's main job: 2048x2048 at (0.5, 0.5), stock vs RDP, one
          seed, a short fixed budget; prints the comparison and saves a plot.
 
@@ -57,12 +61,25 @@ SETUPS = {
                    methods=["stock", "rdp_s1", "rdp_s2", "rdp_s4", "rdp_s8",
                             "tdp_s1_rowmajor", "tdp_s4"],
                    seeds=[0, 1], iterations=2 * EPOCH, quick_iterations=EPOCH),
+    # the layouts of ROW patterns and pattern propagation (same numbers, faster)
+    "layout": dict(models=[(2048, 2048)], rates=[0.7],
+                   methods=["stock", "rdp", "rdp_s1", "rdp_block", "rdp_block_s1",
+                            "rdp_prop", "rdp_strided_prop"],
+                   seeds=[0, 1], iterations=2 * EPOCH, quick_iterations=EPOCH),
     "demo": dict(models=[(2048, 2048)], rates=[0.5], methods=["stock", "rdp"], seeds=[0],
                  iterations=2000, quick_iterations=200),
 }
-def method_order(method: str) -> tuple[int, int, str]:
-    flavour, fields, paper = nets.method_settings(method)
-    return (["stock", "rdp", "tdp"].index(flavour), int(paper), str(sorted(fields.items())))
+
+
+def method_order(method: str) -> tuple[int, int, int, int, str]:
+    """Table order: flavour, the paper's distribution, layout (strided, the
+    paper's, first), propagation, then the other fields."""
+    settings = nets.method_settings(method)
+    fields = dict(settings.fields)
+    layout = fields.pop("layout", "STRIDED")
+    return (["stock", "rdp", "tdp"].index(settings.flavour), int(settings.paper_distribution),
+            nets.RDP_LAYOUTS.index(str(layout)), int(settings.propagate),
+            str(sorted(fields.items())))
 
 
 def color(method: str, methods: list[str]) -> str:
@@ -202,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", metavar="MODEL",
                         help="only these of the setup's models, e.g. 784-4096-4096-10")
     parser.add_argument("--methods", nargs="+", metavar="METHOD",
-                        help="only these of the setup's methods: " + nets.METHOD_HELP)
+                        help="these methods instead of the setup's (any of them, e.g. a "
+                             "new layout on the rates experiment): " + nets.METHOD_HELP)
     parser.add_argument("--iterations", type=int, help="training iterations per run")
     parser.add_argument("--test-every", type=int, help="default: iterations / 10")
     parser.add_argument("--test-iter", type=int, default=100,
@@ -219,6 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     test_every = args.test_every or max(1, iterations // 10)
     if min(iterations, test_every, args.test_iter) < 1:
         parser.error("--iterations, --test-every and --test-iter must be >= 1")
+    methods = list(dict.fromkeys(args.methods or setup["methods"]))
+    for method in methods:
+        try:
+            nets.method_settings(method)
+        except ValueError as err:
+            parser.error(str(err))
     out = args.out or (REPO / "build" / "demo" if args.experiment == "demo"
                        else REPO / "scripts" / "results" / f"mlp_{args.experiment}")
     try:
@@ -228,10 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"exp_mlp: error: {err}", file=sys.stderr)
         return 1
     rates = [r for r in setup["rates"] if args.rates is None or r in args.rates]
-    methods = [m for m in setup["methods"] if args.methods is None or m in args.methods]
-    if not rates or not methods:
-        parser.error(f"no runs: choose --rates from {setup['rates']} and --methods from "
-                     f"{setup['methods']}")
+    if not rates:
+        parser.error(f"no runs: choose --rates from {setup['rates']}")
     models = [h for h in setup["models"] if args.models is None or model_name(h) in args.models]
     if not models:
         parser.error(f"no runs: choose --models from "

@@ -41,6 +41,12 @@ class Job:
     iterations: int = 1           # forward (+ backward) passes
     backward: bool = True
     seed: int = 1
+    # also report the net's outputs after every pass ("outputs": one dict per
+    # pass) and every parameter gradient of the last pass ("param_diffs"), as
+    # flat lists: for comparing two nets' numbers (small nets only). The
+    # gradients are zeroed before each backward, as Caffe's solver does (a
+    # layer may write only the part of a gradient its pattern touches).
+    values: bool = False
 
 
 @dataclass
@@ -81,9 +87,16 @@ def _child(caffe: Any, job: Job, net_path: str, report_fd: int) -> None:
     caffe.set_mode_cpu()
     caffe.set_random_seed(job.seed)
     net = caffe.Net(net_path, caffe.TRAIN if job.phase == "TRAIN" else caffe.TEST)
+    outputs = []
     for _ in range(job.iterations):
         net.forward()
+        if job.values:
+            outputs.append({name: net.blobs[name].data.ravel().tolist() for name in net.outputs})
         if job.backward:
+            if job.values:
+                for params in net.params.values():
+                    for p in params:
+                        p.diff[...] = 0
             net.backward()
     bad = [f"blob {name}" for name, blob in net.blobs.items()
            if not (np.isfinite(blob.data).all() and np.isfinite(blob.diff).all())]
@@ -92,6 +105,11 @@ def _child(caffe: Any, job: Job, net_path: str, report_fd: int) -> None:
             if not (np.isfinite(p.data).all() and np.isfinite(p.diff).all())]
     report = {"finite": not bad, "not_finite": bad,
               "shapes": {name: list(blob.data.shape) for name, blob in net.blobs.items()}}
+    if job.values:
+        report["outputs"] = outputs
+        report["param_diffs"] = {f"{name}[{i}]": p.diff.ravel().tolist()
+                                 for name, params in net.params.items()
+                                 for i, p in enumerate(params)}
     os.write(report_fd, json.dumps(report).encode())
 
 

@@ -2,7 +2,7 @@
 
     approx-dropout search --rate 0.7 --max-dp 16 [--method paper|bounded] [--json]
     approx-dropout apply NET.prototxt [--layer NAME ...] [-o OUT]
-    approx-dropout convert NET.prototxt -o OUT
+    approx-dropout convert NET.prototxt -o OUT [--propagate off|converted|all]
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .convert_dropout import PATTERNS, convert_net
+from .convert_dropout import PATTERNS, PROPAGATE_MODES, convert_net
 from .fill_distribution import DEFAULT_MAX_DP, FilledLayer, fill_distributions
 from .pattern_search import (DEFAULT_BAND, DEFAULT_RELATIVE_BAND, METHODS, SearchError,
                              SearchResult, pattern_rates, search)
@@ -150,12 +150,27 @@ def build_parser() -> argparse.ArgumentParser:
                                    "parameter blobs are kept, so a .caffemodel still "
                                    "loads. Chains with another activation, or whose "
                                    "blobs are read elsewhere, are refused with the "
-                                   "reason. Comments are not preserved.")
+                                   "reason. Then (ROW only) each converted layer whose "
+                                   "output reaches the next converted layer directly or "
+                                   "through one ReLU passes it its pattern (a second top "
+                                   "<layer>_pattern, read as a second bottom), so that "
+                                   "the next layer skips the inputs that were dropped: "
+                                   "the same numbers, computed faster. Comments are not "
+                                   "preserved.")
     c.add_argument("net", metavar="NET.prototxt")
     c.add_argument("-o", "--output", metavar="OUT", required=True,
                    help="where to write the converted net")
     c.add_argument("--pattern", choices=PATTERNS, default="ROW",
                    help="ROW: drop output neurons (default); TILE: drop 32x32 weight tiles")
+    c.add_argument("--propagate", choices=PROPAGATE_MODES, default="converted",
+                   help="wire patterns between layers (ROW only: TILE drops no whole unit, "
+                        "so there is nothing for the next layer to skip). off: no; "
+                        "converted: between converted layers (default); all: also turn a "
+                        "plain InnerProduct fed by a converted layer (through at most a "
+                        "ReLU), such as the classifier, into an ApproxDropoutInnerProduct "
+                        "with dropout_ratio 0 that only skips (same name and parameters, so "
+                        "a .caffemodel still loads). Pairs with any other layer between "
+                        "them are left unwired, with the reason")
     _add_search_options(c, for_layers=True)
     return parser
 
@@ -266,7 +281,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace, source: Path, output: Path, net,
              original: bytes) -> int:
     converted, report = convert_net(net, args.max_dp, args.method, args.pattern,
-                                    _search_options(args))
+                                    _search_options(args), propagate=args.propagate)
     for name, why in report.refused:
         print(f"{PROG}: not converted: {name}: {why}", file=sys.stderr)
     if not report.converted:
@@ -275,8 +290,15 @@ def _convert(args: argparse.Namespace, source: Path, output: Path, net,
     for chain, item in zip(report.converted, report.filled):
         print(f"converted {chain}: {_describe_filled(item)}")
         _warn(item.result.warnings, f"{item.name}: ")
+    for wiring in report.wired:
+        print(wiring.describe())
+    for producer, consumer, why in report.not_wired:
+        print(f"{PROG}: not wired: {producer} -> {consumer}: {why}", file=sys.stderr)
+    for producer, consumer in report.could_skip:
+        print(f"{PROG}: note: {consumer}, a plain InnerProduct reading {producer}'s output, "
+              f"could skip the inputs {producer} drops: --propagate all", file=sys.stderr)
     header = (f"Converted by: {PROG} convert {source.name} --pattern {args.pattern} "
-              f"--method {args.method}{_max_dp_flag(args)}")
+              f"--propagate {args.propagate} --method {args.method}{_max_dp_flag(args)}")
     _write(output, net_to_text(converted, header), source, original)
     return 0
 

@@ -11,6 +11,23 @@ chains are refused with the reason.
 
 The inner product keeps its layer name and parameter blobs, so a
 .caffemodel trained with the original net still loads into the converted one.
+
+Pattern propagation (propagate="converted", the default): when a converted
+layer's output reaches the next converted layer directly or through one
+ReLU, the first gets a second top, its pattern ("<name>_pattern"), and the
+second takes it as a second bottom. The second layer then skips the input
+columns the first dropped: they are zero for the whole batch slice (a ReLU
+keeps them zero), so its results are the same, only computed faster. With
+propagate="all" a plain InnerProduct reading a converted layer's output
+that way becomes an ApproxDropoutInnerProduct with dropout_ratio 0 that only
+skips (same name and parameters, so a .caffemodel still loads). Only ROW
+patterns are wired: TILE drops weight tiles, never a whole unit, so no
+input column of the next layer is zero for it to skip. A pair is left
+unwired, with the reason, when anything but one ReLU sits between (another
+activation would turn the zeros into something else), when phase rules could
+change what the consumer reads, when the consumer's axis differs, or when a
+later layer rewrites the consumer's input in place (the consumer's weight
+gradient would then read values that are not zero).
 """
 from __future__ import annotations
 
@@ -19,10 +36,15 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .fill_distribution import DistributionCache, FilledLayer, ShapeOracle, Units, fill_layer
+from .fill_distribution import (ROW, DistributionCache, FilledLayer, ShapeOracle, Units,
+                                fill_layer)
 from .prototxt_io import PrototxtError, caffe_pb2
 
 PATTERNS = ("ROW", "TILE")
+PROPAGATE_MODES = ("off", "converted", "all")
+# How far upstream of a consumer a converted layer is looked for, to say
+# why a pair with layers between them is not wired.
+_MAX_LAYERS_BETWEEN = 3
 
 
 @dataclass
@@ -33,10 +55,30 @@ class Chain:
 
 
 @dataclass
+class Wiring:
+    producer: str               # layer names
+    consumer: str
+    pattern: str                # the pattern blob: producer's second top, consumer's second bottom
+    relu: str | None = None     # the ReLU between them, if any
+    skip_only: bool = False     # consumer was a plain InnerProduct, now dropout_ratio 0
+
+    def describe(self) -> str:
+        text = f"wired {self.producer} -> {self.consumer} (pattern {self.pattern})"
+        if self.skip_only:
+            text += (f"; {self.consumer} is now an ApproxDropoutInnerProduct with "
+                     f"dropout_ratio 0 that only skips")
+        return text
+
+
+@dataclass
 class ConvertReport:
     converted: list[str] = field(default_factory=list)       # "fc1 -> relu1 -> drop1"
     refused: list[tuple[str, str]] = field(default_factory=list)  # (dropout layer, why)
     filled: list[FilledLayer] = field(default_factory=list)
+    wired: list[Wiring] = field(default_factory=list)
+    not_wired: list[tuple[str, str, str]] = field(default_factory=list)  # (producer, consumer, why)
+    # (producer, plain InnerProduct) pairs that propagate="all" would wire
+    could_skip: list[tuple[str, str]] = field(default_factory=list)
 
 
 class _Dataflow:
@@ -157,19 +199,145 @@ def _fits(units: Units, pattern: str, name: str) -> str:
     return ""
 
 
+def _unique_blob_name(net, wanted: str, taken: set[str]) -> str:
+    """wanted, or wanted1, wanted2, ...: a name no blob of net (nor taken) has."""
+    names = set(taken) | set(net.input)
+    for layer in net.layer:
+        names.update(layer.top)
+        names.update(layer.bottom)
+    name, n = wanted, 0
+    while name in names:
+        n += 1
+        name = f"{wanted}{n}"
+    return name
+
+
+def _canonical_axis(axis: int, rank: int | None) -> int | None:
+    if axis >= 0:
+        return axis
+    return axis + rank if rank is not None else None
+
+
+def _wiring_problem(net, flow: _Dataflow, producer: int, relu: int | None,
+                    consumer: int) -> str:
+    """Why the consumer may not take the producer's pattern, or ""."""
+    c_layer, p_layer = net.layer[consumer], net.layer[producer]
+    if p_layer.approx_dropout_param.dropout_ratio <= 0:
+        return f"{p_layer.name!r} has dropout_ratio 0: it drops no output for the next to skip"
+    for i in (relu, consumer):
+        if i is not None and (len(net.layer[i].include) or len(net.layer[i].exclude)):
+            return (f"layer {net.layer[i].name!r} has include/exclude phase rules, so what "
+                    f"{c_layer.name!r} reads could differ between phases")
+    if len(c_layer.bottom) != 1:
+        return f"{c_layer.name!r} has {len(c_layer.bottom)} bottoms already"
+    if len(c_layer.top) != 1:
+        return f"{c_layer.name!r} has {len(c_layer.top)} tops"
+    if c_layer.inner_product_param.transpose:
+        return (f"{c_layer.name!r} has transpose: true, which ApproxDropoutInnerProduct "
+                f"does not support")
+    # The consumer's input has the producer's output shape, so its K is the
+    # producer's num_output exactly when both count from the same axis.
+    p_axis = p_layer.inner_product_param.axis
+    c_axis = c_layer.inner_product_param.axis
+    rank = p_axis + 1 if p_axis >= 0 else None
+    if p_axis != c_axis and (_canonical_axis(c_axis, rank) != p_axis or rank is None):
+        return (f"{c_layer.name!r} has axis {c_axis} and {p_layer.name!r} axis {p_axis}, "
+                f"so its input size is not the {p_layer.name!r}'s num_output")
+    blob = c_layer.bottom[0]
+    source = flow.source[consumer][0]
+    rewriters = [i for i in flow.readers[(source, blob)]
+                 if i != consumer and blob in net.layer[i].top]
+    if rewriters:
+        return (f"{_names(net, rewriters)} rewrites blob {blob!r} in place after "
+                f"{c_layer.name!r} reads it, so its weight gradient would not see zeros")
+    return ""
+
+
+def _upstream(net, flow: _Dataflow, consumer: int,
+              producers: set[int]) -> tuple[int, list[int]] | None:
+    """(producer, layers between) when a converted layer feeds the consumer
+    through a short chain of one-bottom layers, else None."""
+    between: list[int] = []
+    src = flow.source[consumer][0] if net.layer[consumer].bottom else -1
+    while src >= 0 and len(between) <= _MAX_LAYERS_BETWEEN:
+        if src in producers:
+            return src, between
+        layer = net.layer[src]
+        if len(layer.bottom) != 1 or layer.type in ("InnerProduct", "ApproxDropoutInnerProduct"):
+            return None
+        between.insert(0, src)
+        src = flow.source[src][0]
+    return None
+
+
+def _wire_patterns(net, converted: set[int], mode: str, report: ConvertReport) -> None:
+    """Give consumers of converted ROW layers their producer's pattern (in place).
+
+    Producers are the converted layers; consumers the converted layers and,
+    in mode "all", plain InnerProducts (which then only skip).
+    """
+    flow = _Dataflow(net)
+    pattern_of: dict[int, str] = {}
+    taken: set[str] = set()
+    for c, layer in enumerate(net.layer):
+        plain = layer.type == "InnerProduct"
+        if c not in converted and not plain:
+            continue
+        found = _upstream(net, flow, c, converted)
+        if found is None:
+            continue
+        p, between = found
+        relu = between[0] if len(between) == 1 and net.layer[between[0]].type == "ReLU" \
+            else None
+        names = (net.layer[p].name, layer.name)
+        if between and relu is None:
+            if plain and mode != "all":
+                continue
+            kinds = ", ".join(f"{net.layer[i].type} layer {net.layer[i].name!r}"
+                              for i in between)
+            report.not_wired.append((*names, (
+                f"{kinds} sit{'s' if len(between) == 1 else ''} between them; only one ReLU "
+                f"may (it keeps the dropped columns zero: ReLU(0) = 0)")))
+            continue
+        if plain and mode != "all":
+            report.could_skip.append(names)
+            continue
+        why = _wiring_problem(net, flow, p, relu, c)
+        if why:
+            report.not_wired.append((*names, why))
+            continue
+        if p not in pattern_of:
+            pattern_of[p] = _unique_blob_name(net, f"{net.layer[p].name}_pattern", taken)
+            taken.add(pattern_of[p])
+            net.layer[p].top.append(pattern_of[p])
+        if plain:
+            layer.type = "ApproxDropoutInnerProduct"
+            layer.approx_dropout_param.dropout_ratio = 0
+            layer.approx_dropout_param.pattern = ROW
+        layer.bottom.append(pattern_of[p])
+        report.wired.append(Wiring(*names, pattern_of[p],
+                                   net.layer[relu].name if relu is not None else None, plain))
+
+
 def convert_net(net, max_dp: Optional[int] = None, method: str = "bounded",
                 pattern: str = "ROW", options: dict[str, Any] | None = None,
-                base: str | os.PathLike[str] | None = None):
+                base: str | os.PathLike[str] | None = None, propagate: str = "converted"):
     """Return (converted NetParameter, ConvertReport); net is not modified.
 
     max_dp, base: as for fill_distribution.fill_distributions. A chain whose
     converted layer Caffe would refuse (tiles larger than the weight matrix,
     or TILE where the input size is unknown) is refused with the reason.
+    propagate: "off", "converted" (wire the patterns of converted ROW layers
+    that feed each other through at most a ReLU) or "all" (also make plain
+    InnerProducts fed that way skip; see the module's docstring).
     Raises PrototxtError when a chain's dropout ratio gets no distribution
     the layer would accept (see fill_distribution.fill_layer).
     """
     if pattern not in PATTERNS:
         raise PrototxtError(f"pattern must be one of {', '.join(PATTERNS)}, got {pattern!r}")
+    if propagate not in PROPAGATE_MODES:
+        raise PrototxtError(f"propagate must be one of {', '.join(PROPAGATE_MODES)}, "
+                            f"got {propagate!r}")
     pattern_value = caffe_pb2().ApproxDropoutParameter.Pattern.Value(pattern)
     flow = _Dataflow(net)
     shapes = ShapeOracle(net, base)
@@ -208,4 +376,9 @@ def convert_net(net, max_dp: Optional[int] = None, method: str = "bounded",
     result.CopyFrom(out)
     del result.layer[:]
     result.layer.extend(layer for i, layer in enumerate(out.layer) if i not in dropped)
+    if propagate != "off" and pattern == "ROW":
+        new_index = {old: new for new, old in enumerate(
+            i for i in range(len(out.layer)) if i not in dropped)}
+        converted = {new_index[chain.inner_product] for chain, _ in chains}
+        _wire_patterns(result, converted, propagate, report)
     return result, report

@@ -13,8 +13,12 @@ weight matrix. So the searched N is capped at the layer's units:
 | ApproxDropoutLSTM TILE | tiles of W_xc: ceil(4 num_output / tile_height) * ceil(K / tile_width) |
 
 K is not in the layer's parameters: it is inferred from the net
-(net_shapes). When it cannot be, and the requested N could exceed the units,
-the caller must give N explicitly (--max-dp), which is then trusted.
+(net_shapes), from the layer's first bottom (an ApproxDropoutInnerProduct
+may take a second one, its producer's pattern, which does not change K).
+When it cannot be, and the requested N could exceed the units, the caller
+must give N explicitly (--max-dp), which is then trusted. Settings a layer
+refuses whatever its input (layout with TILE, the LSTM's recurrent fields
+on an inner product) are reported before any search (field_problem).
 """
 from __future__ import annotations
 
@@ -74,10 +78,45 @@ def _tiles(rows: int, k: Optional[int], param, matrix: str, unknown: str) -> Uni
     return Units(tile_rows * math.ceil(k / tw), f"tiles ({tile_rows} x {math.ceil(k / tw)})")
 
 
+RECURRENT_FIELDS = ("recurrent_dropout_ratio", "recurrent_pattern_distribution",
+                    "recurrent_pattern")
+
+
+def _is_set(param, name: str) -> bool:
+    field = param.DESCRIPTOR.fields_by_name.get(name)
+    if field is None:  # a caffe_pb2 older than the field
+        return False
+    if field.label == field.LABEL_REPEATED:
+        return len(getattr(param, name)) > 0
+    return param.HasField(name)
+
+
+def field_problem(layer) -> str:
+    """Why the layer refuses its approx_dropout_param fields whatever its
+    input (layout with TILE, the LSTM's recurrent fields elsewhere, a
+    recurrent_dropout_ratio outside [0, 1)), or ""."""
+    param = layer.approx_dropout_param
+    where = "approx_dropout_param."
+    if _is_set(param, "layout") and param.pattern != ROW:
+        return f"{where}layout applies to pattern: ROW only"
+    if layer.type != "ApproxDropoutLSTM":
+        for name in RECURRENT_FIELDS:
+            if _is_set(param, name):
+                return f"{where}{name} applies to ApproxDropoutLSTM only"
+    elif _is_set(param, "recurrent_dropout_ratio"):
+        ratio = param.recurrent_dropout_ratio
+        if not 0 <= ratio < 1:  # NaN fails too
+            return f"{where}recurrent_dropout_ratio must be in [0, 1), got {ratio:g}"
+    return ""
+
+
 def layer_units(layer, input_shape: Optional[net_shapes.Shape] = None,
                 unknown: str = "the prototxt does not give the input's shape") -> Units:
     """The units of an approximate-dropout layer whose first bottom has input_shape."""
     param = layer.approx_dropout_param
+    problem = field_problem(layer)
+    if problem:
+        return Units(None, "units", problem=problem)
     if layer.type == "ApproxDropoutLSTM":
         rows = 4 * layer.recurrent_param.num_output
         k = (net_shapes.count(input_shape, 2)
@@ -196,7 +235,14 @@ def fill_layer(layer, max_dp: Optional[int], cache: DistributionCache,
             f"layer {layer.name}: dropout_ratio {p:.6g} cannot be reached with dp <= {n}, "
             f"the layer's {units.what} (the largest rate is {(n - 1) / n:.6g})")
     try:
-        result = cache.get(p, n)
+        if p == 0:
+            # dp = 1 always is the only distribution of rate 0 (a layer that
+            # only skips its producer's dropped inputs); the paper's search
+            # would miss it by its entropy term
+            result = search(0.0, n, "bounded")
+            note = "; ".join(filter(None, [note, "dropout_ratio 0: dp = 1"]))
+        else:
+            result = cache.get(p, n)
     except SearchError as e:
         raise PrototxtError(f"layer {layer.name}: {e}") from None
     if abs(result.rate - p) > LAYER_RATE_TOLERANCE:

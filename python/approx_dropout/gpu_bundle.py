@@ -45,8 +45,9 @@ ELF_FILES = ("lib/libcaffe.so", "tools/caffe", "test/caffe_tests", "python/caffe
 PACKAGE_DIR = Path(__file__).resolve().parent
 MLP_HIDDEN = ((1024, 64), (1024, 1024), (2048, 2048), (4096, 4096))  # paper Table I
 MLP_RATE = 0.7
-# the layers' defaults and the paper's settings (one pattern per batch, row-major tiles)
-MLP_METHODS = ("stock", "rdp", "rdp_s1", "tdp", "tdp_s1_rowmajor")
+# the layers' defaults (BLOCK, with and without propagation) beside the
+# strided layout and the paper's settings (one pattern per batch, row-major tiles)
+MLP_METHODS = ("stock", "rdp_block", "rdp_prop", "rdp", "rdp_s1", "tdp", "tdp_s1_rowmajor")
 LM_RATES = (0.3, 0.5, 0.7)                                         # paper Table II
 DEFAULT_MAX_MIB = 60.0
 
@@ -98,6 +99,8 @@ def benchmark_nets() -> dict[str, str]:
     for rate in LM_RATES:
         for flavour in nets.LM_FLAVOURS:
             out[f"lm_2x1500_p{rate:g}__{flavour}.prototxt"] = nets.lm(flavour, rate=rate)
+        out[f"lm_2x1500_p{rate:g}__row_rec.prototxt"] = nets.lm("row", rate=rate,
+                                                                 recurrent=rate)
     return out
 
 

@@ -69,6 +69,32 @@ def _inner_product(layer, b: Shape) -> list[Optional[Shape]]:
     return [b[:axis] + (ip.num_output,)] + [None] * (len(layer.top) - 1)
 
 
+PATTERN_COLUMNS = 4  # a pattern top's row: (dp, b, layout code, units)
+
+
+def pattern_slices(layer, pattern_bottom: Optional[Shape] = None) -> int:
+    """Rows S of an ApproxDropoutInnerProduct's pattern top: its batch slices.
+
+    Unset batch_slices: inherited from the pattern bottom (when it has one),
+    else the layer's default, 2 for ROW and 1 for TILE.
+    """
+    param = layer.approx_dropout_param
+    if param.HasField("batch_slices"):
+        return param.batch_slices
+    if pattern_bottom:
+        return pattern_bottom[0]
+    return 1 if param.pattern == 1 else 2  # TILE = 1
+
+
+def _approx_inner_product(layer, bottoms: list[Optional[Shape]]) -> list[Optional[Shape]]:
+    """Output as InnerProduct's; a second top is the S x 4 pattern top."""
+    tops = _inner_product(layer, bottoms[0])
+    if len(tops) > 1:
+        tops[1] = (pattern_slices(layer, bottoms[1] if len(bottoms) > 1 else None),
+                   PATTERN_COLUMNS)
+    return tops
+
+
 def _reshape(layer, b: Shape) -> list[Optional[Shape]]:
     rp = layer.reshape_param
     rank = len(b)
@@ -256,14 +282,19 @@ def _tops(layer, bottoms: list[Optional[Shape]], reasons: list[str],
         return _hdf5_shapes(layer, base)
     if not bottoms:
         return [None] * n, f"{kind} layer {layer.name!r} does not state its output shape"
-    if any(b is None for b in bottoms):
-        first = next(r for b, r in zip(bottoms, reasons) if b is None)
+    # The layers of ONE_BOTTOM shape their tops from the first bottom alone
+    # (cont of a recurrent layer, the pattern bottom of an approximate one).
+    needed = bottoms[:1] if kind in ONE_BOTTOM else bottoms
+    if any(b is None for b in needed):
+        first = next(r for b, r in zip(needed, reasons) if b is None)
         return [None] * n, first
     try:
         if kind in SAME_SHAPE:
             return [bottoms[0]] * n, ""
         if kind == "Concat":
             return _concat(layer, bottoms), ""
+        if kind == "ApproxDropoutInnerProduct":
+            return (_approx_inner_product(layer, bottoms) + [None] * n)[:n], ""
         if kind in ONE_BOTTOM:
             tops = ONE_BOTTOM[kind](layer, bottoms[0])
             return (tops + [None] * n)[:n], ""

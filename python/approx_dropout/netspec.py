@@ -7,6 +7,13 @@
     n.fc1 = approx_dropout_inner_product(n.data, 2048, dropout_ratio=0.5)
     n.relu1 = L.ReLU(n.fc1, in_place=True)
 
+Wiring patterns (the next layer skips the inputs the previous one dropped):
+
+    n.fc1, n.fc1_pattern = approx_dropout_inner_product(n.data, 2048, 0.5,
+                                                        pattern_top=True)
+    n.relu1 = L.ReLU(n.fc1, in_place=True)
+    n.fc2 = approx_dropout_inner_product(n.fc1, 10, 0.0, pattern_from=n.fc1_pattern)
+
 The distribution over dp is searched here (bounded by default) and written
 into the layer, so the prototxt shows what training will sample. Its
 largest dp is capped at the number of units the pattern acts on, which for
@@ -30,12 +37,14 @@ def approx_dropout_param(dropout_ratio: float = 0.5, pattern: str = "ROW",
                          side: str = "OUTPUT",
                          distribution: str | Sequence[float] | None = "bounded",
                          max_dp: int = DEFAULT_MAX_DP, units: int | None = None,
+                         layout: str | None = None,
                          **search_options: Any) -> dict[str, Any]:
     """approx_dropout_param as a dict for NetSpec.
 
     distribution: "bounded" or "paper" (searched with dp <= max_dp, and
     <= units when given), an explicit k_1 .. k_N (validated like the layer
-    does), or None for the layer's built-in default.
+    does), or None for the layer's built-in default. layout: "STRIDED" or
+    "BLOCK" (ROW only; None leaves the layer's default, BLOCK).
     """
     pb2 = caffe_env.import_caffe_pb2()
     enums = pb2.ApproxDropoutParameter
@@ -46,6 +55,14 @@ def approx_dropout_param(dropout_ratio: float = 0.5, pattern: str = "ROW",
     param: dict[str, Any] = {"dropout_ratio": dropout_ratio,
                              "pattern": enums.Pattern.Value(pattern),
                              "side": enums.Side.Value(side)}
+    if layout is not None:
+        if layout not in enums.Layout.keys():
+            raise ValueError(f"layout must be one of {list(enums.Layout.keys())}, "
+                             f"got {layout!r}")
+        if pattern != "ROW":
+            raise ValueError("layout applies to pattern: ROW only (the layer refuses it "
+                             "with TILE)")
+        param["layout"] = enums.Layout.Value(layout)
     if isinstance(distribution, str):
         n = min(max_dp, units) if units else max_dp
         k = search(dropout_ratio, n, distribution, **search_options).distribution
@@ -61,11 +78,12 @@ def approx_dropout_param(dropout_ratio: float = 0.5, pattern: str = "ROW",
 
 def _layer_param(dropout_ratio: float, pattern: str, side: str,
                  distribution: str | Sequence[float] | None, max_dp: int,
-                 units: int | None) -> dict[str, Any]:
+                 units: int | None, layout: str | None = None) -> dict[str, Any]:
     """approx_dropout_param for a layer being built: also checks a searched
     distribution's rate (the paper's search can miss it with few periods),
     so that no layer is written that Caffe would refuse at setup."""
-    param = approx_dropout_param(dropout_ratio, pattern, side, distribution, max_dp, units)
+    param = approx_dropout_param(dropout_ratio, pattern, side, distribution, max_dp, units,
+                                 layout)
     if "pattern_distribution" in param:
         check_distribution(param["pattern_distribution"], float(np.float32(dropout_ratio)))
     return param
@@ -114,34 +132,89 @@ def _resolve_max_dp(units: Units, max_dp: Optional[int],
     return wanted, units.count
 
 
+def _pattern_producer(pattern_from: Any) -> Any:
+    """The NetSpec Function of the ApproxDropoutInnerProduct whose pattern top
+    (its second top) pattern_from is, or ValueError."""
+    fn = getattr(pattern_from, "fn", None)
+    if fn is None or fn.type_name != "ApproxDropoutInnerProduct" or pattern_from.n != 1:
+        raise ValueError("pattern_from must be the pattern top (the second top) of an "
+                         "ApproxDropoutInnerProduct made with pattern_top=True")
+    param = fn.params.get("approx_dropout_param", {})
+    pb2 = caffe_env.import_caffe_pb2()
+    row = param.get("pattern", 0) == pb2.ApproxDropoutParameter.ROW
+    output = param.get("side", 0) == pb2.ApproxDropoutParameter.OUTPUT
+    if not (row and output and param.get("dropout_ratio", 0.5) > 0):
+        # its pattern top then says "outputs not dropped" (code -1), which a
+        # consumer refuses: there is nothing to skip
+        raise ValueError("pattern_from's layer must drop its outputs (pattern ROW, side "
+                         "OUTPUT, dropout_ratio > 0)")
+    return fn
+
+
+def _check_wiring(bottom: Any, producer: Any, k: Optional[int]) -> None:
+    """bottom must be the producer's output, directly or through one ReLU (the
+    only layer that keeps the dropped columns zero), of the consumer's size."""
+    fn = bottom.fn
+    if fn.type_name == "ReLU" and len(fn.inputs) == 1:
+        fn = fn.inputs[0].fn if fn.inputs[0].n == 0 else None
+    if fn is not producer:
+        raise ValueError("bottom must be the output of pattern_from's layer, directly or "
+                         "through one ReLU")
+    units = producer.params["inner_product_param"]["num_output"]
+    if k is not None and k != units:
+        raise ValueError(f"pattern_from's layer drops {units} units, but this layer's "
+                         f"input size K is {k}")
+
+
 def approx_dropout_inner_product(bottom: Any, num_output: int, dropout_ratio: float = 0.5,
                                  *, pattern: str = "ROW", side: str = "OUTPUT",
                                  distribution: str | Sequence[float] | None = "bounded",
                                  max_dp: Optional[int] = None,
                                  weight_filler: dict[str, Any] | None = None,
                                  bias_filler: dict[str, Any] | None = None,
-                                 bias_term: bool = True, **layer_kwargs: Any):
+                                 bias_term: bool = True, layout: str | None = None,
+                                 pattern_from: Any = None, pattern_top: bool = False,
+                                 **layer_kwargs: Any):
     """An ApproxDropoutInnerProduct top: InnerProduct + dropout in one layer.
 
     max_dp: largest dp searched (default DEFAULT_MAX_DP), capped at the
     layer's units; required where they depend on an input size that the
-    graph does not state. Extra keyword arguments (param=..., name=...,
-    ntop=...) go to the layer as with any NetSpec layer.
+    graph does not state. layout: "STRIDED" or "BLOCK" (ROW only).
+    pattern_top: also output the layer's pattern (S x 4: dp, b, layout
+    code, units per batch slice); returns (top, pattern) then.
+    pattern_from: the pattern top of the layer that produced bottom
+    (directly or through one ReLU, which must not be followed by any other
+    in-place layer): this layer then skips the input columns that layer
+    dropped, computing the same numbers faster. It must be ROW, side OUTPUT
+    (dropout_ratio 0 makes it only skip). Extra keyword arguments (param=...,
+    name=...) go to the layer as with any NetSpec layer.
     """
     caffe = caffe_env.import_caffe()
     inner = {"num_output": num_output, "bias_term": bias_term,
              "weight_filler": weight_filler or {"type": "xavier"}}
     if bias_term:
         inner["bias_filler"] = bias_filler or {"type": "constant", "value": 0}
-    param = approx_dropout_param(dropout_ratio, pattern, side, distribution=None)
+    param = approx_dropout_param(dropout_ratio, pattern, side, distribution=None, layout=layout)
     units = _units("ApproxDropoutInnerProduct", {
         "inner_product_param": {"num_output": num_output},
         "approx_dropout_param": param}, bottom)
     wanted, cap = _resolve_max_dp(units, max_dp, distribution)
+    bottoms = [bottom]
+    if pattern_from is not None:
+        if pattern != "ROW" or side != "OUTPUT":
+            raise ValueError("a layer taking pattern_from must be pattern ROW, side OUTPUT")
+        shape, _ = _input_shape(bottom)
+        k = net_shapes.count(shape, 1) if shape else None  # the default axis 1
+        _check_wiring(bottom, _pattern_producer(pattern_from), k)
+        bottoms.append(pattern_from)
+    if pattern_top:
+        if "ntop" in layer_kwargs:
+            raise ValueError("pattern_top sets ntop (2); do not pass ntop")
+        layer_kwargs["ntop"] = 2
     return caffe.layers.ApproxDropoutInnerProduct(
-        bottom, inner_product_param=inner,
+        *bottoms, inner_product_param=inner,
         approx_dropout_param=_layer_param(
-            dropout_ratio, pattern, side, distribution, wanted, cap),
+            dropout_ratio, pattern, side, distribution, wanted, cap, layout),
         **layer_kwargs)
 
 
@@ -150,25 +223,27 @@ def approx_dropout_lstm(x: Any, cont: Any, num_output: int, dropout_ratio: float
                         distribution: str | Sequence[float] | None = "bounded",
                         max_dp: Optional[int] = None,
                         weight_filler: dict[str, Any] | None = None,
-                        bias_filler: dict[str, Any] | None = None, **layer_kwargs: Any):
+                        bias_filler: dict[str, Any] | None = None, layout: str | None = None,
+                        **layer_kwargs: Any):
     """An ApproxDropoutLSTM top: LSTM with approximate dropout on its input x_t.
 
     x is time-major (T x N x ...), cont is T x N, as for Caffe's LSTM.
     ROW drops input features, TILE drops tiles of the input-to-gates weights;
     the layer checks at setup that dp <= the number of features (or tiles),
     so the searched dp is capped there (max_dp is needed when x's shape is
-    not stated by the graph).
+    not stated by the graph). layout: "STRIDED" or "BLOCK" (ROW only).
     """
     caffe = caffe_env.import_caffe()
     recurrent = {"num_output": num_output,
                  "weight_filler": weight_filler or {"type": "uniform", "min": -0.08, "max": 0.08},
                  "bias_filler": bias_filler or {"type": "constant", "value": 0}}
-    shape_param = approx_dropout_param(dropout_ratio, pattern, "OUTPUT", distribution=None)
+    shape_param = approx_dropout_param(dropout_ratio, pattern, "OUTPUT", distribution=None,
+                                       layout=layout)
     del shape_param["side"]  # the LSTM always drops its input; it refuses an explicit side
     units = _units("ApproxDropoutLSTM", {"recurrent_param": {"num_output": num_output},
                                          "approx_dropout_param": shape_param}, x)
     wanted, cap = _resolve_max_dp(units, max_dp, distribution)
-    param = _layer_param(dropout_ratio, pattern, "OUTPUT", distribution, wanted, cap)
+    param = _layer_param(dropout_ratio, pattern, "OUTPUT", distribution, wanted, cap, layout)
     del param["side"]
     return caffe.layers.ApproxDropoutLSTM(x, cont, recurrent_param=recurrent,
                                           approx_dropout_param=param, **layer_kwargs)

@@ -32,6 +32,7 @@ class TrainResult:
     iterations: int
     train_seconds: float               # solver steps only
     evaluations: list[Evaluation] = field(default_factory=list)
+    final: dict[str, Evaluation] = field(default_factory=dict)  # after training
 
     @property
     def seconds_per_iteration(self) -> float:
@@ -98,10 +99,14 @@ def evaluate(test_net, test_iter: int, iteration: int) -> Evaluation:
 
 def train(net_text: str, iterations: int, test_every: int, test_iter: int,
           settings: SolverSettings | None = None, gpu: int | None = None,
-          progress: Callable[[int, float], None] | None = None) -> TrainResult:
+          progress: Callable[[int, float], None] | None = None,
+          final_tests: dict[str, tuple[str, int]] | None = None) -> TrainResult:
     """Train net_text (TRAIN and TEST phases in one prototxt) for `iterations`.
 
     The TEST net is evaluated every test_every iterations and at the end.
+    final_tests maps a name to (net text, batches): each such net is loaded
+    in the TEST phase with the trained weights after training and evaluated
+    once over that many batches (e.g. the test split), in result.final.
     For recurrent nets the TEST net's state carries on between evaluations,
     as Caffe's does; with test_iter equal to the number of TEST batches each
     evaluation covers the whole split once.
@@ -136,4 +141,10 @@ def train(net_text: str, iterations: int, test_every: int, test_iter: int,
             result.evaluations.append(evaluate(solver.test_nets[0], test_iter, done))
             if progress:
                 progress(done, result.train_seconds)
+        for name, (text, batches) in (final_tests or {}).items():
+            path = Path(tmp) / f"final-{len(result.final)}.prototxt"
+            path.write_text(text)
+            net = caffe.Net(str(path), caffe.TEST)
+            net.share_with(solver.net)
+            result.final[name] = evaluate(net, batches, iterations)
     return result

@@ -23,9 +23,28 @@ def test_bench_layers_tiny(tmp_path):
     result = json.loads((tmp_path / "bench_layers.json").read_text())
     (row,) = result["rows"]
     assert (row["size"], row["rate"]) == (64, 0.5)
-    assert set(row["ratio"]) == {"row_output", "row_input", "tile"}
+    assert set(row["ratio"]) == {"row_output", "row_input", "tile", "row_output_strided",
+                                 "row_output_block", "row_input_strided", "row_input_block"}
     assert all(v > 0 for v in row["median_s"].values())
+    # the second layer alone: stock fc2 + Dropout against fc2 skipping fc1's dropped inputs
+    consumer = row["consumer"]
+    assert consumer["stock_s"] > 0 and consumer["propagated_s"] > 0
+    assert consumer["ratio"] == pytest.approx(consumer["stock_s"] / consumer["propagated_s"])
     assert (tmp_path / "bench_layers.png").stat().st_size > 0
+    table = (tmp_path / "bench_layers.md").read_text().splitlines()
+    assert table[6].startswith("| size | p | stock ms | ROW/OUTPUT | ROW/OUTPUT strided |")
+    assert table[6].endswith("| TILE | consumer (fc2) | limit |")
+    assert table[8].startswith("| 64 | 0.5 | ") and table[8].endswith(" | 2.00 |")
+
+
+def test_bench_layers_chosen_variants_without_consumer(tmp_path):
+    proc = run("bench_layers.py", "--sizes", "32", "--rates", "0.7", "--repeats", "1",
+               "--batch", "4", "--variants", "row_input_block", "--no-consumer",
+               "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads((tmp_path / "bench_layers.json").read_text())["rows"]
+    assert set(row["median_s"]) == {"stock_input", "row_input_block"}
+    assert "consumer" not in row
 
 
 def test_bench_mlp_tiny(tmp_path):
@@ -35,13 +54,23 @@ def test_bench_mlp_tiny(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "784-256-256-10" in proc.stdout
     result = json.loads((tmp_path / "bench_mlp.json").read_text())
-    assert set(result["rows"][0]["ratio"]) == {"rdp", "rdp_s1", "tdp", "tdp_s1_rowmajor"}
+    assert set(result["rows"][0]["ratio"]) == {"rdp", "rdp_s1", "rdp_block", "rdp_prop", "tdp",
+                                               "tdp_s1_rowmajor"}
+    table = (tmp_path / "bench_mlp.md").read_text()
+    assert "| RDP, block, 2 slices (layer default), propagated |" in table
 
 
 def test_bench_mlp_rejects_unknown_method(tmp_path):
     proc = run("bench_mlp.py", "--hidden", "64", "--methods", "rdp_sx", "--out", str(tmp_path))
     assert proc.returncode == 2
     assert "unknown method 'rdp_sx'" in proc.stderr
+
+
+def test_exp_mlp_rejects_unknown_method(tmp_path):
+    proc = run("exp_mlp.py", "demo", "--methods", "rdp", "rdp_blocky", "--out", str(tmp_path))
+    assert proc.returncode == 2
+    assert "unknown method 'rdp_blocky'" in proc.stderr
+    assert not list(tmp_path.iterdir())
 
 
 def test_bench_rejects_bad_rate(tmp_path):
@@ -69,7 +98,8 @@ def test_bench_lstm_tiny(tmp_path):
     assert "where the time goes at p = 0.5" in proc.stdout
     result = json.loads((tmp_path / "bench_lstm.json").read_text())
     (row,) = result["rows"]
-    assert set(row["ratio"]) == {"row", "tile"}
+    assert set(row["ratio"]) == {"row", "tile", "row_rec", "tile_rec"}
+    assert row["bound_recurrent"] == pytest.approx(2.0)
     assert row["bound"] == pytest.approx(1 / (1 - 0.5 * result["gflop_reducible"] /
                                               (result["gflop_reducible"] +
                                                result["gflop_recurrent"])))
@@ -93,7 +123,7 @@ def test_exp_mlp_demo_runs_and_resumes(tmp_path):
     assert (tmp_path / "mlp_demo-i20.png").stat().st_size > 0
     again = run("exp_mlp.py", *args)
     assert again.returncode == 0 and "2 of 2 runs already done" in again.stdout
-    assert "RDP (default: 2 slices)" in (tmp_path / "mlp_demo-i20.md").read_text()
+    assert "RDP, strided, 2 slices (layer default)" in (tmp_path / "mlp_demo-i20.md").read_text()
     curves = (tmp_path / "mlp_demo-i20-curves.md").read_text().splitlines()
     assert curves[2] == "| model | p | method | seeds | 10 | 20 |"
     accuracy = 100 * record["result"]["evaluations"][1]["accuracy"]

@@ -97,6 +97,47 @@ def test_convert(capsys, tmp_path):
     assert "Dropout" not in [layer.type for layer in net.layer]
 
 
+def test_convert_wires_patterns(capsys, tmp_path):
+    out_path = tmp_path / "conv.prototxt"
+    source = str(PROTOTXT / "mlp_bench_stock.prototxt")
+    code, out, err = run(capsys, "convert", source, "-o", str(out_path))
+    assert code == 0, err
+    assert out.splitlines()[2] == "wired fc1 -> fc2 (pattern fc1_pattern)"
+    assert "note: fc3, a plain InnerProduct reading fc2's output, could skip the inputs " \
+        "fc2 drops: --propagate all" in err
+    text = out_path.read_text()
+    assert text.startswith("# Converted by: approx-dropout convert mlp_bench_stock.prototxt "
+                           "--pattern ROW --propagate converted --method bounded\n")
+    assert text.count('"fc1_pattern"') == 2
+    code, out, err = run(capsys, "convert", source, "-o", str(out_path), "--propagate", "all")
+    assert code == 0, err
+    assert out.splitlines()[3] == ("wired fc2 -> fc3 (pattern fc2_pattern); fc3 is now an "
+                                   "ApproxDropoutInnerProduct with dropout_ratio 0 that only "
+                                   "skips")
+    assert "note:" not in err.replace("note: comments", "")
+    net = prototxt_io.read_net(out_path)
+    assert [layer.type for layer in net.layer].count("ApproxDropoutInnerProduct") == 3
+    code, out, err = run(capsys, "convert", source, "-o", str(out_path), "--propagate", "off")
+    assert code == 0, err
+    assert "wired" not in out and "_pattern" not in out_path.read_text()
+
+
+def test_convert_reports_pairs_it_does_not_wire(capsys, tmp_path):
+    net = tmp_path / "net.prototxt"
+    net.write_text((PROTOTXT / "mlp_bench_stock.prototxt").read_text().replace(
+        'layer { name: "drop1" type: "Dropout" bottom: "fc1" top: "fc1" '
+        'dropout_param { dropout_ratio: 0.7 } }\n',
+        'layer { name: "drop1" type: "Dropout" bottom: "fc1" top: "fc1" '
+        'dropout_param { dropout_ratio: 0.7 } }\n'
+        'layer { name: "squash" type: "Sigmoid" bottom: "fc1" top: "fc1" }\n'))
+    assert "squash" in net.read_text()
+    code, out, err = run(capsys, "convert", str(net), "-o", str(tmp_path / "out.prototxt"))
+    assert code == 0, err
+    assert "wired" not in out
+    assert ("approx-dropout: not wired: fc1 -> fc2: ReLU layer 'relu1', Sigmoid layer "
+            "'squash' sit between them; only one ReLU may") in err
+
+
 # ---- bad input: non-zero exit, one line on stderr, input unchanged -----------
 
 @pytest.mark.parametrize("argv,code,message", [
@@ -110,6 +151,8 @@ def test_convert(capsys, tmp_path):
     (["search", "--rate", "0.5", "--method", "paper", "--lambda1", "2"], 1,
      "lambda1 must be in [0, 1]"),
     (["convert", "x.prototxt"], 2, "the following arguments are required: -o/--output"),
+    (["convert", "x.prototxt", "-o", "y", "--propagate", "some"], 2,
+     "argument --propagate: invalid choice: 'some'"),
 ])
 def test_bad_arguments(capsys, argv, code, message):
     got, out, err = run(capsys, *argv)

@@ -1,17 +1,21 @@
 """Fuzz the approximate-dropout layers' setup checks through pycaffe.
 
 Random approx_dropout_param settings, valid and invalid, on small
-ApproxDropoutInnerProduct and ApproxDropoutLSTM nets. Whether a setting is
-valid is decided by an independent Python model of the layers' rules
-(Oracle below, transcribed from ApproxDropoutInnerProductLayer::LayerSetUp,
-ApproxDropoutLSTMLayer::FillUnrolledNet and the DropoutPatternSampler
-constructor), and each net runs in a forked child (approx_dropout.caffe_check):
+ApproxDropoutInnerProduct and ApproxDropoutLSTM nets, and pairs of
+ApproxDropoutInnerProduct layers wired by a pattern (the second taking the
+first's pattern top as its second bottom). Whether a setting is valid is
+decided by an independent Python model of the layers' rules (Oracle and
+PairOracle below, transcribed from ApproxDropoutInnerProductLayer::LayerSetUp
+and SetUpPatternBottom, ApproxDropoutLSTMLayer::LayerSetUp and
+FillUnrolledNet and the DropoutPatternSampler constructor), and each net runs
+in a forked child (approx_dropout.caffe_check):
 
 - valid by the model: the net loads, and forward + backward in TRAIN phase
   leave every blob, parameter and gradient finite;
 - invalid by the model: the child dies with a message that names the layer
-  and the field ("Layer fc3: approx_dropout_param.tile_width ..."), never a
-  segfault, a hang or a silent success.
+  and the field ("Layer fc3: approx_dropout_param.tile_width ...", for a
+  pair both layers: "Layer fc3 (pattern bottom 'h_pattern' from layer
+  fc3_src): ..."), never a segfault, a hang or a silent success.
 
 Seeded (APPROX_DROPOUT_FUZZ_SEED, default below; APPROX_DROPOUT_FUZZ_CASES
 sets the count), so a failure reproduces; each failing case is printed as
@@ -37,6 +41,7 @@ from approx_dropout import caffe_check
 SEED = int(os.environ.get("APPROX_DROPOUT_FUZZ_SEED", "20251129"))
 CASES = int(os.environ.get("APPROX_DROPOUT_FUZZ_CASES", "600"))
 LSTM_SHARE = 0.2
+PAIR_SHARE = 0.1
 
 # The layers' tolerances (approx_dropout_pattern.cpp), and the margins kept
 # away from them so that float32 rounding cannot decide a case.
@@ -110,6 +115,18 @@ FIELDS: dict[str, Callable[[random.Random, Case], Any]] = {
     "tile_order": lambda rng, case: rng.choice(
         [None, "ROW_MAJOR", "DIAGONAL"] if case.param.get("pattern") == "TILE"
         else [None] * 15 + ["ROW_MAJOR"]),
+    # ROW only, either side; with TILE mostly unset (set, it is refused)
+    "layout": lambda rng, case: rng.choice(
+        [None] * 12 + ["BLOCK"] if case.param.get("pattern") == "TILE"
+        else [None, None, "STRIDED", "BLOCK"]),
+    # ApproxDropoutLSTM only (the inner product refuses each of them)
+    "recurrent_dropout_ratio": lambda rng, case: (
+        rng.choice([None] * 3 + [0.0, 0.2, 0.5, 0.7, round(rng.uniform(0, 0.95), 4),
+                                 -0.1, 1.0, math.nan])
+        if case.kind == "lstm" else rng.choice([None] * 30 + [0.3])),
+    "recurrent_pattern": lambda rng, case: rng.choice(
+        [None, None, "PER_STEP", "PER_SEQUENCE"] if case.kind == "lstm"
+        else [None] * 40 + ["PER_SEQUENCE"]),
 }
 
 
@@ -130,8 +147,10 @@ def _two_point(p: float, n: int) -> Optional[list[float]]:
     return k
 
 
-def _distribution(rng: random.Random, case: Case, units: int) -> Optional[list[float]]:
-    p = case.param.get("dropout_ratio", 0.5)
+def _distribution(rng: random.Random, case: Case, units: int,
+                  ratio_field: str = "dropout_ratio",
+                  default_ratio: float = 0.5) -> Optional[list[float]]:
+    p = case.param.get(ratio_field, default_ratio)
     if not (math.isfinite(p) and 0 <= p < 1):
         p = rng.uniform(0, 0.9)
     roll = rng.random()
@@ -183,15 +202,28 @@ def make_case(rng: random.Random, index: int) -> Case:
     dist = _distribution(rng, case, units)
     if dist is not None:
         case.param["pattern_distribution"] = dist
+    # the recurrent path acts on the LSTM's hidden units; elsewhere it is refused
+    if case.kind == "lstm" and rng.random() < 0.5:
+        dist = _distribution(rng, case, case.num_output, "recurrent_dropout_ratio", 0.0)
+    else:
+        dist = [1.0] if case.kind == "ip" and rng.random() < 0.03 else None
+    if dist is not None:
+        case.param["recurrent_pattern_distribution"] = dist
     return case
 
 
 # ---- the model of the layers' checks -------------------------------------------
 
 class Refused(Exception):
-    def __init__(self, layer: str, field_name: str):
+    def __init__(self, layer: str, field_name: str, text: str = ""):
         super().__init__(f"{layer}: {field_name}")
         self.layer, self.field = layer, field_name
+        self._text = text
+
+    @property
+    def text(self) -> str:
+        """What the child's error must contain."""
+        return self._text or f"Layer {self.layer}: {self.field}"
 
 
 class TooClose(Exception):
@@ -233,13 +265,22 @@ class Oracle:
     def _check(self) -> None:
         c, param = self.case, self.param
         ad = "approx_dropout_param."
-        # ApproxDropoutLSTM::FillUnrolledNet, under the LSTM's own name
-        if c.kind == "lstm" and "side" in param and not (
-                not self.tile() and param["side"] == "INPUT"):
-            raise Refused(c.name, ad + "side")
+        if c.kind == "lstm":
+            # ApproxDropoutLSTMLayer::LayerSetUp: the recurrent path's sampler
+            # (over the hidden units), under the LSTM's own name
+            sampler(c.name, ad + "recurrent_", param.get("recurrent_dropout_ratio", 0.0),
+                    param.get("recurrent_pattern_distribution", []), c.num_output)
+            # ApproxDropoutLSTM::FillUnrolledNet, under the LSTM's own name
+            if "side" in param and not (not self.tile() and param["side"] == "INPUT"):
+                raise Refused(c.name, ad + "side")
+            if self.tile() and "layout" in param:
+                raise Refused(c.name, ad + "layout")
         # ApproxDropoutInnerProductLayer::LayerSetUp (LSTM: the unrolled x_transform)
         if c.rows < 1:
             raise Refused(self.inner, "inner_product_param.num_output")
+        if c.kind == "ip" and any(name in param for name in RECURRENT_FIELDS):
+            # one message names the three fields
+            raise Refused(self.inner, ad + "recurrent_dropout_ratio")
         if param.get("batch_slices", 4) < 1:
             raise Refused(self.inner, ad + "batch_slices")
         if not self.tile() and "tile_order" in param:
@@ -256,36 +297,160 @@ class Oracle:
                 raise Refused(self.inner, ad + "tile_height")
             if tw > c.k:
                 raise Refused(self.inner, ad + "tile_width")
-        # DropoutPatternSampler's constructor
-        p = f32(param.get("dropout_ratio", 0.5))
-        if not (p >= 0) or not (p < 1):               # NaN fails both
-            raise Refused(self.inner, ad + "dropout_ratio")
-        units = self.units()
-        k = [f32(x) for x in param.get("pattern_distribution", [])]
-        if not k:
-            reachable = (units - 1) / units
-            if abs(p - reachable) < REACH_MARGIN:
-                raise TooClose
-            if p > reachable + 1e-12:
-                raise Refused(self.inner, ad + "dropout_ratio")
-            return
-        if any(x < 0 for x in k):
-            raise Refused(self.inner, ad + "pattern_distribution")
-        total = sum(k)
-        if abs(abs(total - 1) - SUM_TOLERANCE) < SUM_MARGIN:
+            if "layout" in param:
+                raise Refused(self.inner, ad + "layout")
+        sampler(self.inner, ad, param.get("dropout_ratio", 0.5),
+                param.get("pattern_distribution", []), self.units())
+
+
+RECURRENT_FIELDS = ("recurrent_dropout_ratio", "recurrent_pattern_distribution",
+                    "recurrent_pattern")
+
+
+def sampler(layer: str, where: str, ratio: float, distribution: list[float],
+            units: int) -> None:
+    """DropoutPatternSampler's constructor; where: "approx_dropout_param."
+    plus the fields' prefix ("recurrent_" for the LSTM's recurrent path)."""
+    p = f32(ratio)
+    if not (p >= 0) or not (p < 1):               # NaN fails both
+        raise Refused(layer, where + "dropout_ratio")
+    k = [f32(x) for x in distribution]
+    if not k:
+        reachable = (units - 1) / units
+        if abs(p - reachable) < REACH_MARGIN:
             raise TooClose
-        if abs(total - 1) > SUM_TOLERANCE:
-            raise Refused(self.inner, ad + "pattern_distribution")
-        k = [x / total for x in k]
-        while k and k[-1] == 0:
-            k.pop()
-        if len(k) > units:
-            raise Refused(self.inner, ad + "pattern_distribution")
-        rate = sum(x * i / (i + 1) for i, x in enumerate(k))
-        if abs(abs(rate - p) - RATE_TOLERANCE) < RATE_MARGIN:
-            raise TooClose
-        if abs(rate - p) > RATE_TOLERANCE:
-            raise Refused(self.inner, ad + "pattern_distribution")
+        if p > reachable + 1e-12:
+            raise Refused(layer, where + "dropout_ratio")
+        return
+    if any(x < 0 for x in k):
+        raise Refused(layer, where + "pattern_distribution")
+    total = sum(k)
+    if abs(abs(total - 1) - SUM_TOLERANCE) < SUM_MARGIN:
+        raise TooClose
+    if abs(total - 1) > SUM_TOLERANCE:
+        raise Refused(layer, where + "pattern_distribution")
+    k = [x / total for x in k]
+    while k and k[-1] == 0:
+        k.pop()
+    if len(k) > units:
+        raise Refused(layer, where + "pattern_distribution")
+    rate = sum(x * i / (i + 1) for i, x in enumerate(k))
+    if abs(abs(rate - p) - RATE_TOLERANCE) < RATE_MARGIN:
+        raise TooClose
+    if abs(rate - p) > RATE_TOLERANCE:
+        raise Refused(layer, where + "pattern_distribution")
+
+
+# ---- pairs: a consumer taking its producer's pattern ------------------------------
+
+@dataclass
+class PairCase:
+    """data x -> producer (pattern top h_pattern) -> ReLU -> consumer.
+
+    Each layer's own settings are valid by construction, so that what the
+    consumer refuses is the wiring: its pattern, the producer's, the units,
+    the slices, or a second bottom that is no pattern top at all.
+    """
+    name: str                       # the consumer; the producer is name + "_src"
+    input_shape: tuple[int, int]    # M x K of x
+    producer: dict[str, Any]        # num_output and approx_dropout_param fields
+    consumer: dict[str, Any]
+    reads: str = "h"                # the consumer's first bottom: "h" (wired) or "x"
+    pattern_blob: str = "h_pattern"  # or "fake": a DummyData blob of the same shape
+    kind: str = "pair"
+
+    @property
+    def producer_name(self) -> str:
+        return f"{self.name}_src"
+
+    @staticmethod
+    def slices(param: dict[str, Any]) -> int:
+        return param.get("batch_slices", 1 if param.get("pattern") == "TILE" else 2)
+
+    @property
+    def consumer_k(self) -> int:
+        return self.producer["num_output"] if self.reads == "h" else self.input_shape[1]
+
+
+def _pair_layer_param(rng: random.Random, num_output: int, k: int,
+                      producer: bool) -> dict[str, Any]:
+    """A setting the layer itself accepts (dp reachable, tiles that fit)."""
+    param: dict[str, Any] = {}
+    roll = rng.random()
+    if roll < 0.08:
+        param.update(pattern="TILE", tile_height=1, tile_width=1)
+    elif roll < 0.16:
+        param["side"] = "INPUT"
+    elif rng.random() < 0.6:
+        param["layout"] = rng.choice(["STRIDED", "BLOCK"])
+    units = (num_output * k if "tile_height" in param else
+             k if "side" in param else num_output)
+    ratios = [0.0, 0.3, 0.5, 0.7] if producer else [0.0, 0.0, 0.3, 0.5]
+    param["dropout_ratio"] = rng.choice([r for r in ratios if r <= (units - 1) / units - 0.05]
+                                        or [0.0])
+    if rng.random() < 0.4:
+        param["batch_slices"] = rng.randint(1, 4)
+    return param
+
+
+def make_pair_case(rng: random.Random, index: int) -> PairCase:
+    m, k = rng.choice([1, 2, 3, 5, 8]), rng.randint(4, 40)
+    n_producer = rng.randint(4, 40)
+    producer = {"num_output": n_producer,
+                "param": _pair_layer_param(rng, n_producer, k, producer=True)}
+    reads = "x" if rng.random() < 0.12 else "h"
+    k_consumer = n_producer if reads == "h" else k
+    n_consumer = rng.randint(1, 30)
+    consumer = {"num_output": n_consumer,
+                "param": _pair_layer_param(rng, n_consumer, k_consumer, producer=False)}
+    # unset mostly (inherits the producer's); else the same or another count
+    roll = rng.random()
+    if roll < 0.15:
+        consumer["param"]["batch_slices"] = PairCase.slices(producer["param"])
+    elif roll < 0.3:
+        consumer["param"]["batch_slices"] = PairCase.slices(producer["param"]) % 4 + 1
+    else:
+        consumer["param"].pop("batch_slices", None)
+    return PairCase(f"fc{index}", (m, k), producer, consumer, reads,
+                    "fake" if rng.random() < 0.06 else "h_pattern")
+
+
+class PairOracle:
+    """SetUpPatternBottom's checks, in its order (each layer's own settings pass)."""
+
+    def __init__(self, case: PairCase):
+        self.case = case
+
+    def verdict(self) -> Optional[Refused]:
+        c = self.case
+        p_param, c_param = c.producer["param"], c.consumer["param"]
+        fake = c.pattern_blob != "h_pattern"
+        # a blob of a pattern top's shape that no layer registered names no producer
+        pair = (f"Layer {c.name} (pattern bottom '{c.pattern_blob}' from layer "
+                f"{'?' if fake else c.producer_name}): ")
+        if c_param.get("pattern") == "TILE" or c_param.get("side") == "INPUT":
+            return Refused(c.name, "pattern bottom: consumer",
+                           pair + "a pattern bottom needs approx_dropout_param.pattern: ROW")
+        slices = PairCase.slices(p_param)  # the fake blob has as many rows
+        if "batch_slices" in c_param and c_param["batch_slices"] != slices:
+            return Refused(c.name, "pattern bottom: batch_slices",
+                           pair + f"approx_dropout_param.batch_slices of {c.name} "
+                           f"({c_param['batch_slices']}) differs from its producer's "
+                           f"({slices})")
+        if fake:  # (found at the first forward: a Split's top is registered only then)
+            return Refused(c.name, "second bottom", f"Layer {c.name}: second bottom "
+                           f"'{c.pattern_blob}' is not a pattern top")
+        drops = (p_param.get("pattern") != "TILE" and p_param.get("side") != "INPUT"
+                 and p_param["dropout_ratio"] > 0)
+        if not drops:
+            return Refused(c.name, "pattern bottom: producer",
+                           pair + f"{c.producer_name} does not drop its outputs")
+        units = c.producer["num_output"]
+        if units != c.consumer_k:
+            return Refused(c.name, "pattern bottom: units",
+                           pair + f"{c.producer_name} has {units} output units, but the "
+                           f"input size K of {c.name} is {c.consumer_k}")
+        return None
 
 
 # ---- nets ------------------------------------------------------------------------
@@ -336,10 +501,46 @@ def prototxt(case: Case) -> str:
         "  reduction_param { operation: SUMSQ } }\n")
 
 
-def generate(seed: int, count: int) -> list[tuple[Case, Optional[Refused]]]:
+def pair_prototxt(case: PairCase) -> str:
+    m, k = case.input_shape
+    slices = PairCase.slices(case.producer["param"])
+    fake = case.pattern_blob != "h_pattern"
+
+    def layer(name: str, bottoms: list[str], tops: list[str], spec: dict[str, Any]) -> str:
+        return (f'layer {{ name: "{name}" type: "ApproxDropoutInnerProduct" '
+                + "".join(f'bottom: "{b}" ' for b in bottoms)
+                + "".join(f'top: "{t}" ' for t in tops) + "\n"
+                f"  inner_product_param {{ num_output: {spec['num_output']}\n"
+                '    weight_filler { type: "gaussian" std: 0.2 } '
+                'bias_filler { type: "constant" value: 0.1 } }\n'
+                f"  approx_dropout_param {{ {param_text(spec['param'])} }} }}\n")
+    fake_top = 'top: "fake" ' if fake else ""
+    return (
+        "force_backward: true\n"
+        f'layer {{ name: "data" type: "DummyData" top: "x" {fake_top}'
+        f"dummy_data_param {{ shape {{ dim: {m} dim: {k} }} "
+        + (f"shape {{ dim: {slices} dim: 4 }} " if fake else "")
+        + 'data_filler { type: "gaussian" std: 1 } '
+        + ('data_filler { type: "constant" value: 1 } ' if fake else "") + "} }\n"
+        + layer(case.producer_name, ["x"], ["h", "h_pattern"], case.producer)
+        + 'layer { name: "relu" type: "ReLU" bottom: "h" top: "h" }\n'
+        + layer(case.name, [case.reads, case.pattern_blob], ["y"], case.consumer)
+        + 'layer { name: "loss" type: "Reduction" bottom: "y" top: "loss" loss_weight: 1\n'
+          "  reduction_param { operation: SUMSQ } }\n")
+
+
+def net_text(case) -> str:
+    return pair_prototxt(case) if case.kind == "pair" else prototxt(case)
+
+
+def generate(seed: int, count: int) -> list[tuple[Any, Optional[Refused]]]:
     rng = random.Random(seed)
     cases = []
     while len(cases) < count:
+        if rng.random() < PAIR_SHARE:
+            pair = make_pair_case(rng, len(cases))
+            cases.append((pair, PairOracle(pair).verdict()))
+            continue
         case = make_case(rng, len(cases))
         try:
             cases.append((case, Oracle(case).verdict()))
@@ -374,6 +575,63 @@ def test_oracle_matches_hand_checked_cases():
     assert Oracle(lstm).verdict().layer == "l_x_transform"             # 7 > K = 6
     with pytest.raises(TooClose):
         Oracle(ip(pattern_distribution=[0.5, 0.5 + 1e-4])).verdict()   # sums to 1 + 1e-4
+    # layout: ROW only, either side
+    assert Oracle(ip(layout="STRIDED", side="INPUT")).verdict() is None
+    assert Oracle(ip(pattern="TILE", tile_height=4, tile_width=5, layout="BLOCK")
+                  ).verdict().text == "Layer fc: approx_dropout_param.layout"
+    lstm = Case("lstm", "l", 3, (2, 1, 6), {"pattern": "TILE", "tile_height": 4,
+                                            "tile_width": 2, "layout": "BLOCK"})
+    assert Oracle(lstm).verdict().text == "Layer l: approx_dropout_param.layout"
+    # the recurrent fields: refused by the inner product, checked by the LSTM
+    for field_name, value in (("recurrent_dropout_ratio", 0.3), ("recurrent_pattern", "PER_STEP"),
+                              ("recurrent_pattern_distribution", [1.0])):
+        assert Oracle(ip(**{field_name: value})).verdict().text == \
+            "Layer fc: approx_dropout_param.recurrent_dropout_ratio"  # one message names all
+    lstm = lambda **param: Case("lstm", "l", 3, (2, 1, 6), dict(param))  # noqa: E731
+    assert Oracle(lstm(recurrent_dropout_ratio=0.5, recurrent_pattern="PER_SEQUENCE")
+                  ).verdict() is None
+    assert Oracle(lstm(recurrent_dropout_ratio=0.0)).verdict() is None
+    for bad in (1.0, -0.1, math.nan, 0.7):                             # 0.7 > 2/3 with 3 units
+        assert Oracle(lstm(recurrent_dropout_ratio=bad)).verdict().text == \
+            "Layer l: approx_dropout_param.recurrent_dropout_ratio"
+    assert Oracle(lstm(recurrent_dropout_ratio=0.6, recurrent_pattern_distribution=[0, 0, 0, 1])
+                  ).verdict().text == "Layer l: approx_dropout_param.recurrent_pattern_distribution"
+    assert Oracle(lstm(recurrent_dropout_ratio=0.5, recurrent_pattern_distribution=[0, 1])
+                  ).verdict() is None
+    # a recurrent refusal comes before the LSTM's own side check
+    assert Oracle(lstm(recurrent_dropout_ratio=2.0, side="OUTPUT")).verdict().field == \
+        "approx_dropout_param.recurrent_dropout_ratio"
+
+
+def test_pair_oracle_matches_hand_checked_cases():
+    def pair(producer=None, consumer=None, **kw):
+        return PairCase("c", (2, 10),
+                        {"num_output": 6, "param": producer or {"dropout_ratio": 0.5}},
+                        {"num_output": 3, "param": consumer or {"dropout_ratio": 0.0}}, **kw)
+    assert PairOracle(pair()).verdict() is None
+    assert PairOracle(pair(consumer={"dropout_ratio": 0.3, "batch_slices": 2})).verdict() is None
+    where = "Layer c (pattern bottom 'h_pattern' from layer c_src): "
+    assert PairOracle(pair(reads="x")).verdict().text == \
+        where + "c_src has 6 output units, but the input size K of c is 10"
+    assert PairOracle(pair({"dropout_ratio": 0.0})).verdict().text == \
+        where + "c_src does not drop its outputs"
+    assert PairOracle(pair({"dropout_ratio": 0.5, "side": "INPUT"})).verdict().field == \
+        "pattern bottom: producer"
+    assert PairOracle(pair(consumer={"side": "INPUT"})).verdict().field == \
+        "pattern bottom: consumer"
+    assert PairOracle(pair({"dropout_ratio": 0.5, "pattern": "TILE"},  # TILE: 1 slice
+                           {"batch_slices": 2})).verdict().field == "pattern bottom: batch_slices"
+    assert PairOracle(pair({"dropout_ratio": 0.5, "pattern": "TILE"})).verdict() is not None
+    assert PairOracle(pair(consumer={"batch_slices": 3})).verdict().text.endswith(
+        "approx_dropout_param.batch_slices of c (3) differs from its producer's (2)")
+    assert PairOracle(pair(pattern_blob="fake")).verdict().text == \
+        "Layer c: second bottom 'fake' is not a pattern top"
+    # the consumer's own pattern and slices are checked first, even for a blob
+    # that is no pattern top
+    assert PairOracle(pair(consumer={"side": "INPUT"}, pattern_blob="fake")).verdict().text \
+        .startswith("Layer c (pattern bottom 'fake' from layer ?): a pattern bottom needs")
+    assert PairOracle(pair({"dropout_ratio": 0.0}, {"batch_slices": 1}, reads="x")
+                      ).verdict().field == "pattern bottom: batch_slices"
 
 
 def test_generator_covers_every_rule():
@@ -383,18 +641,30 @@ def test_generator_covers_every_rule():
     assert {"approx_dropout_param.dropout_ratio", "approx_dropout_param.pattern_distribution",
             "approx_dropout_param.tile_height", "approx_dropout_param.tile_width",
             "approx_dropout_param.side", "inner_product_param.num_output",
-            "approx_dropout_param.batch_slices", "approx_dropout_param.tile_order"} <= fields
+            "approx_dropout_param.batch_slices", "approx_dropout_param.tile_order",
+            "approx_dropout_param.layout", "approx_dropout_param.recurrent_dropout_ratio",
+            "approx_dropout_param.recurrent_pattern_distribution",
+            "second bottom", "pattern bottom: consumer", "pattern bottom: producer",
+            "pattern bottom: units", "pattern bottom: batch_slices"} <= fields
     assert 0.3 < len(refused) / len(cases) < 0.75
-    lstm = [(c, v) for c, v in cases if c.kind == "lstm"]
-    assert len(lstm) > 0.1 * len(cases)
-    assert any(v is None for _, v in lstm) and any(v is not None for _, v in lstm)
+    for kind, share in (("lstm", 0.1), ("pair", 0.05)):
+        some = [(c, v) for c, v in cases if c.kind == kind]
+        assert len(some) > share * len(cases), kind
+        assert any(v is None for _, v in some) and any(v is not None for _, v in some), kind
     assert any(min(c.input_shape[:1 if c.kind == "ip" else 2]) == 1 for c, _ in cases)
+    # the new fields also appear where they are accepted
+    valid = [c for c, v in cases if v is None]
+    assert any(c.kind == "ip" and "layout" in c.param for c in valid)
+    assert any(c.kind == "lstm" and c.param.get("recurrent_dropout_ratio", 0) > 0
+               for c in valid)
+    assert any(c.kind == "lstm" and "recurrent_pattern_distribution" in c.param for c in valid)
+    assert any(c.kind == "pair" and c.consumer["param"]["dropout_ratio"] == 0 for c in valid)
 
 
 def test_fuzz_layer_setup(capsys):
     cases = generate(SEED, CASES)
     start = time.monotonic()
-    outcomes = caffe_check.check_nets([caffe_check.Job(prototxt(c)) for c, _ in cases],
+    outcomes = caffe_check.check_nets([caffe_check.Job(net_text(c)) for c, _ in cases],
                                       timeout=60, workers=2)
     elapsed = time.monotonic() - start
     assert len(outcomes) == len(cases)
@@ -404,7 +674,7 @@ def test_fuzz_layer_setup(capsys):
         if problem:
             failures.append(f"--- case {case.name} (seed {SEED}): {problem}\n"
                             f"expected: {'refused: ' + str(refused) if refused else 'valid'}\n"
-                            f"child: {outcome.describe()}\n{prototxt(case)}")
+                            f"child: {outcome.describe()}\n{net_text(case)}")
     with capsys.disabled():
         print(f"\nfuzz: {len(cases)} cases ({sum(r is None for _, r in cases)} valid) "
               f"in {elapsed:.1f} s, seed {SEED}")
@@ -412,7 +682,7 @@ def test_fuzz_layer_setup(capsys):
         "\n".join(failures[:10])
 
 
-def judge(case: Case, refused: Optional[Refused], outcome: caffe_check.Outcome) -> str:
+def judge(case: Any, refused: Optional[Refused], outcome: caffe_check.Outcome) -> str:
     """What is wrong with the outcome, or ""."""
     if outcome.timed_out:
         return "the child hung"
@@ -426,7 +696,7 @@ def judge(case: Case, refused: Optional[Refused], outcome: caffe_check.Outcome) 
         return "an invalid setting was accepted (silent success)"
     if outcome.signal not in (signal.SIGABRT,):
         return f"ended by signal {outcome.signal} / exit {outcome.exit_code}, not a CHECK"
-    want = f"Layer {refused.layer}: {refused.field}"
+    want = refused.text
     if want not in outcome.stderr:
         return f"the message does not name the layer and field ({want!r})"
     return ""

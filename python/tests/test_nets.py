@@ -2,10 +2,12 @@
 the approximate flavours equal the stock net in the TEST phase."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
-from approx_dropout import nets
+from approx_dropout import caffe_check, nets
 from conftest import REPO
 
 
@@ -15,6 +17,11 @@ def test_committed_prototxt_is_the_generator_output(flavour):
     assert path.read_text() == nets.mlp(flavour)
 
 
+def test_committed_propagated_prototxt_is_the_generator_output():
+    path = REPO / "prototxt/mlp_bench_rdp_propagated.prototxt"
+    assert path.read_text() == nets.mlp("rdp", propagate=True)
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="flavour must be one of"):
         nets.mlp("bernoulli")
@@ -22,33 +29,91 @@ def test_bad_arguments_are_refused():
         nets.mlp("rdp", (64, 64), (0.5,))
     with pytest.raises(ValueError, match="unknown variant"):
         nets.layer_pair("diagonal", 64, 0.5)
+    for flavour in ("stock", "tdp"):
+        with pytest.raises(ValueError, match="propagate applies to flavour rdp only"):
+            nets.mlp(flavour, propagate=True)
 
 
 def test_methods_name_their_settings():
-    assert nets.method_settings("rdp") == ("rdp", {}, False)
-    assert nets.method_settings("rdp_s8") == ("rdp", {"batch_slices": 8}, False)
+    # the methods of the committed results keep the layout they ran with
+    assert nets.method_settings("rdp") == ("rdp", {"layout": "STRIDED"}, False, False)
+    assert nets.method_settings("rdp_s8") == (
+        "rdp", {"batch_slices": 8, "layout": "STRIDED"}, False, False)
     assert nets.method_settings("tdp_s1_rowmajor") == (
-        "tdp", {"batch_slices": 1, "tile_order": "ROW_MAJOR"}, False)
-    assert nets.method_settings("rdp_paper") == ("rdp", {"batch_slices": 1}, True)
-    for bad in ("rdp_s0", "rdp_s", "tdp_sx", "bernoulli"):
+        "tdp", {"batch_slices": 1, "tile_order": "ROW_MAJOR"}, False, False)
+    assert nets.method_settings("rdp_paper") == (
+        "rdp", {"batch_slices": 1, "layout": "STRIDED"}, True, False)
+    assert nets.method_settings("tdp") == ("tdp", {}, False, False)  # TILE: no layout
+    assert nets.method_settings("stock") == ("stock", {}, False, False)
+    # the new ones
+    assert nets.method_settings("rdp_block") == ("rdp", {"layout": "BLOCK"}, False, False)
+    assert nets.method_settings("rdp_block_s4") == (
+        "rdp", {"batch_slices": 4, "layout": "BLOCK"}, False, False)
+    assert nets.method_settings("rdp_prop") == ("rdp", {"layout": "BLOCK"}, False, True)
+    assert nets.method_settings("rdp_prop_s1").fields == {"batch_slices": 1, "layout": "BLOCK"}
+    assert nets.method_settings("rdp_strided_prop") == (
+        "rdp", {"layout": "STRIDED"}, False, True)
+    assert nets.method_settings("rdp_strided_prop").propagate
+    for bad in ("rdp_s0", "rdp_s", "tdp_sx", "bernoulli", "rdp_s01", "rdp_block_prop",
+                "rdp_strided", "tdp_block", "tdp_prop", "rdp_prop_s", "rdp_paper_s2"):
         with pytest.raises(ValueError, match="unknown method"):
             nets.method_settings(bad)
-    assert "1 pattern/batch (paper)" in nets.method_label("rdp_s1")
+
+
+def test_method_labels_say_layout_slices_and_propagation():
+    assert nets.method_label("stock") == "stock Dropout"
+    assert nets.method_label("rdp") == "RDP, strided, 2 slices (layer default)"
+    assert nets.method_label("rdp_s1") == "RDP, strided, 1 pattern/batch (paper)"
+    assert nets.method_label("rdp_s4") == "RDP, strided, 4 slices"
+    assert nets.method_label("rdp_paper") == "RDP, strided, paper's dist., 1 pattern/batch"
+    assert nets.method_label("rdp_block") == "RDP, block, 2 slices (layer default)"
+    # "(paper)" only for the paper's settings: strided, one pattern per batch
+    assert nets.method_label("rdp_block_s1") == "RDP, block, 1 pattern/batch"
+    assert nets.method_label("rdp_prop") == "RDP, block, 2 slices (layer default), propagated"
+    assert nets.method_label("rdp_prop_s4") == "RDP, block, 4 slices, propagated"
+    assert nets.method_label("rdp_strided_prop_s1") == \
+        "RDP, strided, 1 pattern/batch, propagated"
     assert nets.method_label("tdp_s16") == "TDP, diagonal, 16 slices"
+    assert nets.method_label("tdp_s1_rowmajor") == "TDP, row-major, 1 pattern/batch (paper)"
+    methods = ["rdp", "rdp_s1", "rdp_s2", "rdp_paper", "rdp_block", "rdp_block_s1",
+               "rdp_prop", "rdp_prop_s2", "rdp_strided_prop", "tdp", "tdp_s4",
+               "tdp_s1_rowmajor"]
+    assert len({nets.method_label(m) for m in methods}) == len(methods)
+    for name in ("rdp_block", "rdp_prop", "rdp_strided_prop", "rdp_paper"):
+        assert name in nets.METHOD_HELP
 
 
-@pytest.mark.parametrize("method", ["rdp_s2", "tdp_s1_rowmajor", "rdp_paper"])
+def test_propagated_mlp_wires_every_layer():
+    text = nets.mlp("rdp", (64, 40, 30), (0.5, 0.7, 0.3), batch=8, inputs=70, propagate=True,
+                    approx_fields={"batch_slices": 4, "layout": "BLOCK"})
+    assert 'bottom: "data" top: "fc1" top: "fc1_pattern"' in text
+    assert 'bottom: "fc1" bottom: "fc1_pattern" top: "fc2" top: "fc2_pattern"' in text
+    assert 'bottom: "fc2" bottom: "fc2_pattern" top: "fc3" top: "fc3_pattern"' in text
+    # the classifier only skips, with the same slices (and layout) as its producer
+    assert 'name: "fc4" type: "ApproxDropoutInnerProduct" bottom: "fc3" ' \
+        'bottom: "fc3_pattern" top: "fc4"\n' in text
+    assert "dropout_ratio: 0 pattern: ROW side: OUTPUT batch_slices: 4 layout: BLOCK" in text
+    assert text.count("batch_slices: 4") == 4
+    assert nets.mlp("rdp", propagate=False) == nets.mlp("rdp")
+
+
+@pytest.mark.parametrize("method", ["rdp_s2", "tdp_s1_rowmajor", "rdp_paper", "rdp",
+                                    "rdp_block_s1", "rdp_prop", "rdp_strided_prop_s4"])
 def test_method_nets_load_with_their_settings(caffe, method, tmp_path):
     path = tmp_path / "net.prototxt"
     path.write_text(nets.mlp_for_method(method, (64, 40), (0.5, 0.7), batch=8, inputs=70))
     text = path.read_text()
-    flavour, fields, paper = nets.method_settings(method)
-    for name, value in fields.items():
-        assert text.count(f"{name}: {value}") == 2
-    assert ("pattern_distribution" in text) == paper
+    settings = nets.method_settings(method)
+    for name, value in settings.fields.items():
+        # every approximate layer, the skipping classifier too
+        assert text.count(f"{name}: {value}") == (3 if settings.propagate else 2)
+    assert ("pattern_distribution" in text) == settings.paper_distribution
+    assert ("fc2_pattern" in text) == settings.propagate
     net = caffe.Net(str(path), caffe.TRAIN)
     net.forward()
+    net.backward()
     assert net.blobs["fc1"].data.shape == (8, 64)
+    assert np.isfinite(net.blobs["loss"].data).all()
 
 
 def small(caffe, flavour, phase, tmp_path):
@@ -98,6 +163,88 @@ def test_rdp_train_drops_whole_neurons(caffe, tmp_path):
     assert np.all(net.params["fc2"][0].diff[dead] == 0)
 
 
+def unwired(text: str) -> str:
+    """The same net without pattern tops and bottoms."""
+    return re.sub(r' (top|bottom): "fc\d+_pattern"', "", text)
+
+
+def assert_same_numbers(a: caffe_check.Outcome, b: caffe_check.Outcome) -> None:
+    """Same losses (every pass) and last parameter gradients, to float
+    tolerance: skipping sums fewer zeros, in another order."""
+    for outcome in (a, b):
+        assert outcome.loaded and outcome.finite, outcome.describe()
+    assert len(a.report["outputs"]) == len(b.report["outputs"])
+    for step_a, step_b in zip(a.report["outputs"], b.report["outputs"]):
+        np.testing.assert_allclose(step_a["loss"], step_b["loss"], rtol=1e-4)
+    assert a.report["param_diffs"].keys() == b.report["param_diffs"].keys()
+    for name, diff in a.report["param_diffs"].items():
+        np.testing.assert_allclose(diff, b.report["param_diffs"][name], rtol=1e-4, atol=1e-6,
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("layout", ["BLOCK", "STRIDED"])
+def test_propagated_mlp_computes_what_the_unwired_one_does(layout):
+    """Same seed, same patterns: wiring changes the work, not the numbers."""
+    def net(slices: int, propagate: bool) -> str:
+        return nets.mlp("rdp", (64, 40), (0.5, 0.7), batch=9, inputs=70, propagate=propagate,
+                        approx_fields={"layout": layout, "batch_slices": slices})
+
+    jobs = []
+    for slices in (1, 3):
+        wired = net(slices, True)
+        assert '"fc1_pattern"' in wired and '_pattern"' not in unwired(wired)
+        jobs += [caffe_check.Job(wired, iterations=3, seed=7, values=True),
+                 caffe_check.Job(unwired(wired), iterations=3, seed=7, values=True)]
+    # One pass also equals the net whose classifier is a plain InnerProduct
+    # (whatever a skipping classifier draws comes after every other draw).
+    jobs += [caffe_check.Job(net(3, True), iterations=1, seed=7, values=True),
+             caffe_check.Job(net(3, False), iterations=1, seed=7, values=True)]
+    outcomes = caffe_check.check_nets(jobs)
+    for wired, plain in zip(outcomes[::2], outcomes[1::2]):
+        assert_same_numbers(wired, plain)
+
+
+def test_propagated_mlp_test_phase_equals_stock(caffe, tmp_path):
+    caffe.set_mode_cpu()
+    stock = small(caffe, "stock", caffe.TEST, tmp_path)
+    path = tmp_path / "propagated.prototxt"
+    path.write_text(nets.mlp("rdp", (64, 40), (0.5, 0.7), batch=8, inputs=70, propagate=True))
+    approx = caffe.Net(str(path), caffe.TEST)
+    assert list(stock.params) == list(approx.params) == ["fc1", "fc2", "fc3"]
+    data = np.random.default_rng(0).uniform(0, 1, (8, 70)).astype(np.float32)
+    assert_same_output(stock, approx, {"data": data}, "fc1", "fc3")
+    # the pattern tops: one row per slice (2 by default), dp = 1 and b = 0 in TEST
+    pattern = approx.blobs["fc1_pattern"].data
+    assert pattern.shape == (2, 4)
+    np.testing.assert_array_equal(pattern[:, :2], [[1, 0], [1, 0]])
+    np.testing.assert_array_equal(pattern[:, 3], [64, 64])
+
+
+@pytest.mark.parametrize("variant", [*nets.SINGLE_LAYER_VARIANTS, *nets.STOCK_VARIANTS,
+                                     *nets.PAIR_VARIANTS])
+def test_layer_pairs_name_their_layout(variant):
+    text = nets.layer_pair(variant, 64, 0.5, batch=8)
+    for layout in ("strided", "block"):
+        assert (f"layout: {layout.upper()}" in text) == (
+            variant.endswith(layout) or (layout == "block" and variant == "pair_propagated"))
+    if variant.startswith("pair"):
+        assert [line.split('"')[1] for line in text.splitlines()
+                if line.startswith("layer")][1:] == (
+            ["fc1", "relu1", "drop1", "fc2", "relu2", "drop2"] if variant == "pair_stock"
+            else ["fc1", "relu1", "fc2", "relu2"])
+
+
+def test_layer_pairs_load_in_caffe():
+    variants = [*nets.SINGLE_LAYER_VARIANTS, *nets.STOCK_VARIANTS, *nets.PAIR_VARIANTS]
+    outcomes = caffe_check.check_nets([caffe_check.Job(nets.layer_pair(v, 64, 0.5, batch=8))
+                                       for v in variants])
+    for variant, outcome in zip(variants, outcomes):
+        assert outcome.loaded and outcome.finite, (variant, outcome.describe())
+    shapes = dict(zip(variants, (o.report["shapes"] for o in outcomes)))
+    assert shapes["pair_propagated"]["fc1_pattern"] == [2, 4]
+    assert shapes["pair_propagated"]["fc2"] == shapes["pair_stock"]["fc2"] == [8, 64]
+
+
 @pytest.mark.parametrize("flavour", nets.LM_FLAVOURS)
 def test_committed_lm_prototxts_are_the_generator_output(flavour):
     assert (REPO / f"prototxt/lm_{flavour}.prototxt").read_text() == nets.lm(flavour)
@@ -135,7 +282,8 @@ def test_lm_test_phase_equals_stock(caffe, flavour, tmp_path):
 def test_row_lm_drops_the_same_input_features_at_every_time_step(caffe, tmp_path):
     caffe.set_mode_cpu()
     caffe.set_random_seed(5)
-    net = small_lm(caffe, "row", caffe.TRAIN, tmp_path, rate=0.7, batch_slices=1)
+    net = small_lm(caffe, "row", caffe.TRAIN, tmp_path, rate=0.7, batch_slices=1,
+                   layout="STRIDED")  # kept features b mod dp (BLOCK: one contiguous block)
     seen = []
     for _ in range(5):
         net.forward()
@@ -157,7 +305,8 @@ def test_row_lm_slices_are_blocks_of_time_steps(caffe, tmp_path):
     # the sequence, the kept offset advancing by one per step
     caffe.set_mode_cpu()
     caffe.set_random_seed(6)
-    net = small_lm(caffe, "row", caffe.TRAIN, tmp_path, rate=0.7, batch_slices=4)
+    net = small_lm(caffe, "row", caffe.TRAIN, tmp_path, rate=0.7, batch_slices=4,
+                   layout="STRIDED")  # offsets read as strides (BLOCK: contiguous blocks)
     for _ in range(5):
         net.forward()
         net.backward()
@@ -173,3 +322,30 @@ def test_row_lm_slices_are_blocks_of_time_steps(caffe, tmp_path):
         dp = first[0][1]
         assert all(step == dp for _, step in first)
         assert [b for b, _ in first] == [(first[0][0] + t) % dp for t in range(4)]
+
+
+def test_committed_recurrent_lm_prototxts_are_the_generator_output():
+    assert (REPO / "prototxt/lm_row_recurrent.prototxt").read_text() == \
+        nets.lm("row", recurrent=0.5)
+    assert (REPO / "prototxt/lm_small_row_recurrent.prototxt").read_text() == \
+        nets.lm("row", hidden=200, recurrent=0.5)
+
+
+@pytest.mark.parametrize("flavour", ["row", "tile"])
+def test_recurrent_lm_loads_with_lstm_weights(caffe, flavour, tmp_path):
+    """Input + recurrent dropout: the LSTMs carry the field, the decoder does not,
+    and the parameters keep the stock LM's shapes (weights interchangeable)."""
+    caffe.set_mode_cpu()
+    text = nets.lm(flavour, hidden=40, batch=3, steps=4, vocab=50, recurrent=0.3,
+                   recurrent_pattern="PER_SEQUENCE")
+    assert text.count("recurrent_dropout_ratio: 0.3") == 2
+    assert text.count("recurrent_pattern: PER_SEQUENCE") == 2
+    path = tmp_path / "lm.prototxt"
+    path.write_text(text)
+    net = caffe.Net(str(path), caffe.TRAIN)
+    net.forward()
+    stock = small_lm(caffe, "stock", caffe.TRAIN, tmp_path)
+    assert [[p.data.shape for p in ps] for ps in net.params.values()] == \
+        [[p.data.shape for p in ps] for ps in stock.params.values()]
+    with pytest.raises(ValueError, match="recurrent dropout needs flavour row or tile"):
+        nets.lm("stock", recurrent=0.5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from approx_dropout import netspec
+from approx_dropout import caffe_check, netspec
 from approx_dropout.pattern_search import SearchError, bounded_search
 
 
@@ -86,3 +86,83 @@ def test_netspec_lstm(caffe, tmp_path):
     net.forward()
     net.backward()
     assert net.blobs["h"].data.shape == (5, 2, 8)
+
+
+def wired_net(caffe, layout=None, **consumer):
+    """data -> fc1 (pattern top) -> ReLU -> fc2 (fc1's pattern) -> loss."""
+    L = caffe.layers
+    n = caffe.NetSpec()
+    n.data, n.label = L.DummyData(
+        shape=[dict(dim=[8, 50]), dict(dim=[8])],
+        data_filler=[dict(type="uniform"), dict(type="constant", value=1)], ntop=2)
+    n.fc1, n.fc1_pattern = netspec.approx_dropout_inner_product(
+        n.data, 64, 0.7, layout=layout, pattern_top=True)
+    n.relu1 = L.ReLU(n.fc1, in_place=True)
+    n.fc2 = netspec.approx_dropout_inner_product(n.fc1, 4, 0.0, pattern_from=n.fc1_pattern,
+                                                 **consumer)
+    n.loss = L.SoftmaxWithLoss(n.fc2, n.label)
+    return n.to_proto()
+
+
+def test_netspec_wires_a_pattern_and_the_net_runs(caffe):
+    pb2 = caffe.proto.caffe_pb2
+    proto = wired_net(caffe, layout="STRIDED")
+    layers = {layer.name: layer for layer in proto.layer}
+    assert list(layers["fc1"].top) == ["fc1", "fc1_pattern"]
+    assert list(layers["fc2"].bottom) == ["fc1", "fc1_pattern"]
+    assert layers["fc1"].approx_dropout_param.layout == pb2.ApproxDropoutParameter.STRIDED
+    assert not layers["fc2"].approx_dropout_param.HasField("layout")
+    # dropout_ratio 0: only skips, with the layer's default (dp = 1) distribution
+    assert list(layers["fc2"].approx_dropout_param.pattern_distribution) == [1.0]
+    (outcome,) = caffe_check.check_nets([caffe_check.Job(str(proto), iterations=2)])
+    assert outcome.loaded and outcome.finite, outcome.describe()
+    assert outcome.report["shapes"]["fc1_pattern"] == [2, 4]  # ROW's default 2 slices
+
+
+def test_netspec_layout(caffe):
+    pb2 = caffe.proto.caffe_pb2
+    assert netspec.approx_dropout_param(0.5, layout="BLOCK")["layout"] == \
+        pb2.ApproxDropoutParameter.BLOCK
+    assert "layout" not in netspec.approx_dropout_param(0.5)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        netspec.approx_dropout_param(0.5, layout="DIAGONAL")
+    with pytest.raises(ValueError, match="layout applies to pattern: ROW only"):
+        netspec.approx_dropout_param(0.5, pattern="TILE", layout="BLOCK")
+    L = caffe.layers
+    n = caffe.NetSpec()
+    n.x, n.cont = L.DummyData(shape=[dict(dim=[5, 2, 24]), dict(dim=[5, 2])], ntop=2)
+    n.h = netspec.approx_dropout_lstm(n.x, n.cont, 8, 0.5, layout="STRIDED")
+    (layer,) = [x for x in n.to_proto().layer if x.name == "h"]
+    assert layer.approx_dropout_param.layout == pb2.ApproxDropoutParameter.STRIDED
+    assert not layer.approx_dropout_param.HasField("side")
+
+
+def test_netspec_refuses_wiring_the_layer_would_refuse(caffe):
+    L = caffe.layers
+    n = caffe.NetSpec()
+    n.data = L.DummyData(shape=[dict(dim=[8, 50])], data_filler=[dict(type="uniform")])
+    n.fc1, n.fc1_pattern = netspec.approx_dropout_inner_product(n.data, 64, 0.7,
+                                                                pattern_top=True)
+    n.other = netspec.approx_dropout_inner_product(n.data, 64, 0.5)
+    n.sig = L.Sigmoid(n.fc1)
+    with pytest.raises(ValueError, match="pattern top .* of an ApproxDropoutInnerProduct"):
+        netspec.approx_dropout_inner_product(n.fc1, 8, pattern_from=n.fc1)
+    with pytest.raises(ValueError, match="output of pattern_from's layer, directly or "
+                                         "through one ReLU"):
+        netspec.approx_dropout_inner_product(n.other, 8, pattern_from=n.fc1_pattern)
+    with pytest.raises(ValueError, match="through one ReLU"):
+        netspec.approx_dropout_inner_product(n.sig, 8, pattern_from=n.fc1_pattern)
+    with pytest.raises(ValueError, match="must be pattern ROW, side OUTPUT"):
+        netspec.approx_dropout_inner_product(n.fc1, 8, side="INPUT", pattern_from=n.fc1_pattern)
+    n.tile, n.tile_pattern = netspec.approx_dropout_inner_product(
+        n.data, 64, 0.5, pattern="TILE", distribution=None, pattern_top=True)
+    n.none, n.none_pattern = netspec.approx_dropout_inner_product(n.data, 64, 0.0,
+                                                                  pattern_top=True)
+    for top, pattern in ((n.tile, n.tile_pattern), (n.none, n.none_pattern)):
+        with pytest.raises(ValueError, match="must drop its outputs"):
+            netspec.approx_dropout_inner_product(top, 8, pattern_from=pattern)
+    # through a ReLU that is not in place: wired too
+    n.relu = L.ReLU(n.fc1)
+    n.fc2 = netspec.approx_dropout_inner_product(n.relu, 8, pattern_from=n.fc1_pattern)
+    (fc2,) = [layer for layer in n.to_proto().layer if layer.name == "fc2"]
+    assert list(fc2.bottom) == ["relu", "fc1_pattern"]

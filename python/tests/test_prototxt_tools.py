@@ -109,11 +109,13 @@ def test_convert_the_stock_mlp(caffe_pb2):
     assert list(fc1.approx_dropout_param.pattern_distribution) == f32(want)
 
 
-def test_converted_net_equals_the_original_in_test_phase(caffe, tmp_path):
-    """Same weights (via a .caffemodel saved by the original), same outputs."""
+@pytest.mark.parametrize("propagate", convert_dropout.PROPAGATE_MODES)
+def test_converted_net_equals_the_original_in_test_phase(caffe, tmp_path, propagate):
+    """Same weights (via a .caffemodel saved by the original), same outputs,
+    whatever the wiring (propagate "all" changes the classifier's type too)."""
     caffe.set_mode_cpu()
     src = PROTOTXT / "mlp_bench_stock.prototxt"
-    converted, _ = convert_dropout.convert_net(prototxt_io.read_net(src))
+    converted, _ = convert_dropout.convert_net(prototxt_io.read_net(src), propagate=propagate)
     conv_path = tmp_path / "converted.prototxt"
     conv_path.write_text(prototxt_io.net_to_text(converted))
     original = caffe.Net(str(src), caffe.TEST)
@@ -468,3 +470,223 @@ def test_netspec_refuses_what_the_layer_would_refuse(caffe):
     top = netspec.approx_dropout_inner_product(n.h5, 64, 0.5, side="INPUT", max_dp=3)
     layer = top.to_proto().layer[-1]
     assert len(layer.approx_dropout_param.pattern_distribution) <= 3
+
+
+# ---- convert: pattern propagation --------------------------------------------
+
+def test_convert_wires_consecutive_converted_layers(caffe_pb2):
+    net = prototxt_io.read_net(PROTOTXT / "mlp_bench_stock.prototxt")
+    out, report = convert_dropout.convert_net(net)  # propagate="converted" by default
+    assert [w.describe() for w in report.wired] == ["wired fc1 -> fc2 (pattern fc1_pattern)"]
+    assert report.wired[0].relu == "relu1" and not report.wired[0].skip_only
+    assert report.not_wired == [] and report.could_skip == [("fc2", "fc3")]
+    layers = {layer.name: layer for layer in out.layer}
+    assert list(layers["fc1"].top) == ["fc1", "fc1_pattern"]
+    assert list(layers["fc2"].bottom) == ["fc1", "fc1_pattern"]
+    assert list(layers["fc2"].top) == ["fc2"]  # nobody reads fc2's pattern
+    assert layers["fc3"].type == "InnerProduct" and list(layers["fc3"].bottom) == ["fc2"]
+    off, report = convert_dropout.convert_net(net, propagate="off")
+    assert report.wired == [] and report.could_skip == []
+    assert all(len(layer.top) <= 2 and "_pattern" not in "".join(layer.top) + "".join(
+        layer.bottom) for layer in off.layer)
+    with pytest.raises(prototxt_io.PrototxtError, match="propagate must be one of"):
+        convert_dropout.convert_net(net, propagate="some")
+
+
+def test_convert_all_makes_the_classifier_skip(caffe_pb2):
+    net = prototxt_io.read_net(PROTOTXT / "mlp_bench_stock.prototxt")
+    out, report = convert_dropout.convert_net(net, propagate="all")
+    assert [w.describe() for w in report.wired] == [
+        "wired fc1 -> fc2 (pattern fc1_pattern)",
+        "wired fc2 -> fc3 (pattern fc2_pattern); fc3 is now an ApproxDropoutInnerProduct "
+        "with dropout_ratio 0 that only skips"]
+    fc3 = [layer for layer in out.layer if layer.name == "fc3"][0]
+    original = [layer for layer in net.layer if layer.name == "fc3"][0]
+    assert fc3.type == "ApproxDropoutInnerProduct"
+    assert list(fc3.bottom) == ["fc2", "fc2_pattern"] and list(fc3.top) == ["fc3"]
+    assert fc3.approx_dropout_param.dropout_ratio == 0
+    assert fc3.approx_dropout_param.pattern == caffe_pb2.ApproxDropoutParameter.ROW
+    assert not fc3.approx_dropout_param.pattern_distribution  # p = 0: the layer's dp = 1
+    assert fc3.inner_product_param == original.inner_product_param
+    assert report.converted == ["fc1 -> relu1 -> drop1", "fc2 -> relu2 -> drop2"]
+
+
+def test_converted_wired_net_computes_what_the_unwired_one_does(caffe_pb2):
+    """Same seed: the wired nets' losses and gradients are the unwired net's."""
+    net = parse(caffe_pb2, convert_source(48, 30, 0.5).replace(
+        'layer { name: "out"',
+        'layer { name: "fc2" type: "InnerProduct" bottom: "h" top: "h2" '
+        'inner_product_param { num_output: 40 weight_filler { type: "xavier" } } }\n'
+        'layer { name: "relu2" type: "ReLU" bottom: "h2" top: "h2" }\n'
+        'layer { name: "drop2" type: "Dropout" bottom: "h2" top: "h2" '
+        'dropout_param { dropout_ratio: 0.7 } }\n'
+        'layer { name: "out"').replace('bottom: "h" top: "y"', 'bottom: "h2" top: "y"'))
+    texts = {}
+    for mode in convert_dropout.PROPAGATE_MODES:
+        out, report = convert_dropout.convert_net(net, propagate=mode)
+        assert len(report.wired) == {"off": 0, "converted": 1, "all": 2}[mode]
+        texts[mode] = prototxt_io.net_to_text(out)
+    outcomes = caffe_check.check_nets([caffe_check.Job(texts[mode], iterations=3, seed=11,
+                                                       values=True)
+                                       for mode in ("off", "converted")]
+                                      + [caffe_check.Job(texts[mode], iterations=1, seed=11,
+                                                         values=True)
+                                         for mode in ("off", "all")])
+    for outcome in outcomes:
+        assert outcome.loaded and outcome.finite, outcome.describe()
+
+    def same(a, b):
+        for step_a, step_b in zip(a.report["outputs"], b.report["outputs"]):
+            np.testing.assert_allclose(step_a["loss"], step_b["loss"], rtol=1e-4)
+        for name, diff in a.report["param_diffs"].items():
+            np.testing.assert_allclose(diff, b.report["param_diffs"][name], rtol=1e-4,
+                                       atol=1e-6, err_msg=name)
+    same(outcomes[0], outcomes[1])
+    same(outcomes[2], outcomes[3])  # one pass: "all"'s skipping classifier draws last
+
+
+def wiring_source(middle: str, reader: str = "h1", extra: str = "") -> str:
+    """fc1 -> drop1 -> MIDDLE -> fc2 -> relu2 -> drop2 -> EXTRA, fc2 reading `reader`."""
+    return (input_layer(4, 20) +
+            'layer { name: "fc1" type: "InnerProduct" bottom: "x" top: "h1" '
+            'inner_product_param { num_output: 16 } }\n'
+            'layer { name: "drop1" type: "Dropout" bottom: "h1" top: "h1" }\n' + middle +
+            f'layer {{ name: "fc2" type: "InnerProduct" bottom: "{reader}" top: "h2" '
+            'inner_product_param { num_output: 8 } }\n'
+            'layer { name: "relu2" type: "ReLU" bottom: "h2" top: "h2" }\n'
+            'layer { name: "drop2" type: "Dropout" bottom: "h2" top: "h2" }\n' + extra)
+
+
+RELU = 'layer { name: "relu1" type: "ReLU" bottom: "h1" top: "h1" }\n'
+
+
+@pytest.mark.parametrize("middle,reader,extra,reason", [
+    ('layer { name: "act" type: "Sigmoid" bottom: "h1" top: "h1" }\n', "h1", "",
+     "Sigmoid layer 'act' sits between them; only one ReLU may"),
+    (RELU + 'layer { name: "act" type: "TanH" bottom: "h1" top: "h1" }\n', "h1", "",
+     "ReLU layer 'relu1', TanH layer 'act' sit between them"),
+    (RELU + 'layer { name: "r" type: "ReLU" bottom: "h1" top: "r" }\n', "r", "",
+     "ReLU layer 'relu1', ReLU layer 'r' sit between them"),
+    ('layer { name: "r" type: "ReLU" bottom: "h1" top: "r" include { phase: TRAIN } }\n', "r",
+     "", "layer 'r' has include/exclude phase rules"),
+    # a later layer rewriting fc2's input in place: fc2's weight gradient would
+    # read its values, no longer the zeros fc2 skipped
+    (RELU, "h1", 'layer { name: "shift" type: "Power" bottom: "h1" top: "h1" '
+     'power_param { shift: 1 } }\n',
+     "shift rewrites blob 'h1' in place after 'fc2' reads it"),
+])
+def test_convert_does_not_wire_with_other_layers_between(caffe_pb2, middle, reader, extra,
+                                                         reason):
+    out, report = convert_dropout.convert_net(parse(caffe_pb2, wiring_source(middle, reader,
+                                                                             extra)))
+    assert report.converted == ["fc1 -> drop1", "fc2 -> relu2 -> drop2"]
+    assert report.wired == []
+    assert [(p, c) for p, c, _ in report.not_wired] == [("fc1", "fc2")]
+    assert reason in report.not_wired[0][2]
+    assert not any("_pattern" in "".join(layer.top) for layer in out.layer)
+
+
+def test_convert_wires_through_a_relu_not_in_place_and_beside_other_readers(caffe_pb2):
+    # fc2 reads exactly fc1's output through one ReLU; another layer reading the
+    # same values changes nothing of what fc2 sees
+    text = wiring_source('layer { name: "r" type: "ReLU" bottom: "h1" top: "r" }\n'
+                         'layer { name: "peek" type: "Power" bottom: "r" top: "peek" }\n',
+                         "r")
+    out, report = convert_dropout.convert_net(parse(caffe_pb2, text))
+    assert [(w.producer, w.consumer, w.relu) for w in report.wired] == [("fc1", "fc2", "r")]
+    # in place, in the chain (InnerProduct -> ReLU -> Dropout), and with no ReLU at all
+    for middle, relu in ((RELU, "relu1"), ("", None)):
+        text = wiring_source("").replace(
+            'layer { name: "drop1"', middle + 'layer { name: "drop1"')
+        out, report = convert_dropout.convert_net(parse(caffe_pb2, text))
+        assert [(w.producer, w.consumer, w.relu) for w in report.wired] == [("fc1", "fc2", relu)]
+
+
+def test_convert_does_not_wire_a_layer_that_drops_nothing(caffe_pb2):
+    text = wiring_source(RELU).replace('name: "drop1" type: "Dropout" bottom: "h1" top: "h1"',
+                                       'name: "drop1" type: "Dropout" bottom: "h1" top: "h1" '
+                                       'dropout_param { dropout_ratio: 0 }')
+    out, report = convert_dropout.convert_net(parse(caffe_pb2, text))
+    assert report.converted == ["fc1 -> drop1", "fc2 -> relu2 -> drop2"]
+    assert report.not_wired == [("fc1", "fc2", "'fc1' has dropout_ratio 0: it drops no output "
+                                                "for the next to skip")]
+
+
+def test_convert_pattern_names_avoid_every_blob(caffe_pb2):
+    text = wiring_source(RELU, "h1", 'layer { name: "a" type: "Power" bottom: "h2" '
+                                   'top: "fc1_pattern" }\n'
+                                   'layer { name: "b" type: "Power" bottom: "h2" '
+                                   'top: "fc1_pattern1" }\n')
+    out, report = convert_dropout.convert_net(parse(caffe_pb2, text))
+    assert [w.pattern for w in report.wired] == ["fc1_pattern2"]
+    fc1 = [layer for layer in out.layer if layer.name == "fc1"][0]
+    assert list(fc1.top) == ["h1", "fc1_pattern2"]
+
+
+def test_convert_one_pattern_feeds_two_consumers(caffe_pb2):
+    text = wiring_source(RELU, "h1", 'layer { name: "fc3" type: "InnerProduct" bottom: "h1" '
+                                   'top: "h3" inner_product_param { num_output: 5 } }\n'
+                                   'layer { name: "drop3" type: "Dropout" bottom: "h3" '
+                                   'top: "h3" }\n')
+    out, report = convert_dropout.convert_net(parse(caffe_pb2, text))
+    assert [(w.consumer, w.pattern) for w in report.wired] == [("fc2", "fc1_pattern"),
+                                                               ("fc3", "fc1_pattern")]
+    assert [list(layer.top) for layer in out.layer if layer.name == "fc1"] == [
+        ["h1", "fc1_pattern"]]
+
+
+def test_convert_tile_is_never_wired(caffe_pb2):
+    # TILE drops weight tiles, never a whole unit: no input column is zero to skip
+    out, report = convert_dropout.convert_net(parse(caffe_pb2, convert_source(64, 40)),
+                                              pattern="TILE",
+                                              propagate="all")
+    assert report.converted == ["fc1 -> relu1 -> drop1"]
+    assert report.wired == [] and report.not_wired == [] and report.could_skip == []
+
+
+def test_apply_and_shapes_of_layers_with_a_pattern_bottom(caffe_pb2):
+    net = prototxt_io.read_net(PROTOTXT / "mlp_bench_rdp_propagated.prototxt")
+    filled = fill_distribution.fill_distributions(net)
+    assert [(f.name, f.max_dp) for f in filled] == [("fc1", 16), ("fc2", 16), ("fc3", 10)]
+    assert list(net.layer[-2].approx_dropout_param.pattern_distribution) == [1.0]
+    for phase in (net_shapes.TRAIN, net_shapes.TEST):
+        shapes = net_shapes.infer(net, phase)
+        assert shapes.blobs["fc1_pattern"] == shapes.blobs["fc2_pattern"] == (2, 4)
+        assert shapes.blobs["fc3"] == (128, 10)
+    # slices: set, inherited from the pattern bottom, TILE's default
+    text = (input_layer(4, 20) + approx_ip(16, 0.5, "batch_slices: 3").replace(
+        'top: "y"', 'top: "y" top: "y_pattern"') +
+        'layer { name: "c" type: "ApproxDropoutInnerProduct" bottom: "y" bottom: "y_pattern" '
+        'top: "z" top: "z_pattern" inner_product_param { num_output: 8 } }\n'
+        'layer { name: "t" type: "ApproxDropoutInnerProduct" bottom: "z" top: "w" '
+        'top: "w_pattern" inner_product_param { num_output: 40 } '
+        'approx_dropout_param { pattern: TILE tile_height: 4 tile_width: 4 } }\n')
+    shapes = net_shapes.infer(parse(caffe_pb2, text), net_shapes.TRAIN)
+    assert (shapes.blobs["y_pattern"], shapes.blobs["z_pattern"], shapes.blobs["w_pattern"]) \
+        == ((3, 4), (3, 4), (1, 4))
+    assert shapes.blobs["w"] == (4, 40)
+
+
+@pytest.mark.parametrize("text,message", [
+    (input_layer(3, 40) + approx_ip(40, 0.5, "pattern: TILE layout: BLOCK"),
+     "approx_dropout_param.layout applies to pattern: ROW only"),
+    (input_layer(3, 40) + approx_ip(40, 0.5, "recurrent_dropout_ratio: 0.2"),
+     "approx_dropout_param.recurrent_dropout_ratio applies to ApproxDropoutLSTM only"),
+    (input_layer(3, 40) + approx_ip(40, 0.5, "recurrent_pattern: PER_SEQUENCE"),
+     "approx_dropout_param.recurrent_pattern applies to ApproxDropoutLSTM only"),
+    (input_layer(3, 40) + approx_ip(40, 0.5, "recurrent_pattern_distribution: 1"),
+     "approx_dropout_param.recurrent_pattern_distribution applies to ApproxDropoutLSTM only"),
+    (LSTM_INPUT + approx_lstm(0.5, "recurrent_dropout_ratio: 1"),
+     "approx_dropout_param.recurrent_dropout_ratio must be in [0, 1), got 1"),
+])
+def test_apply_refuses_fields_the_layer_refuses(caffe_pb2, text, message):
+    with pytest.raises(prototxt_io.PrototxtError, match=re.escape(message)):
+        fill_distribution.fill_distributions(parse(caffe_pb2, text))
+
+
+def test_apply_accepts_the_new_fields_where_they_apply(caffe_pb2):
+    for text in (input_layer(3, 40) + approx_ip(40, 0.5, "layout: STRIDED side: INPUT"),
+                 LSTM_INPUT + approx_lstm(0.5, "layout: BLOCK recurrent_dropout_ratio: 0.3 "
+                                               "recurrent_pattern: PER_SEQUENCE")):
+        (filled,) = fill_distribution.fill_distributions(parse(caffe_pb2, text))
+        assert filled.result.rate == pytest.approx(0.5)

@@ -22,10 +22,19 @@ def test_approx_dropout_parameter_fields(caffe_pb2):
     assert list(msg.pattern_distribution) == []
     assert not msg.HasField("batch_slices")  # unset: the layer's default by pattern
     assert msg.tile_order == caffe_pb2.ApproxDropoutParameter.DIAGONAL
+    assert not msg.HasField("layout")  # unset: BLOCK
+    assert msg.recurrent_dropout_ratio == 0
+    assert list(msg.recurrent_pattern_distribution) == []
+    assert msg.recurrent_pattern == caffe_pb2.ApproxDropoutParameter.PER_STEP
     fields = {f.name: f.number for f in msg.DESCRIPTOR.fields}
     assert fields == {"dropout_ratio": 1, "pattern": 2, "side": 3,
                       "pattern_distribution": 4, "tile_height": 5, "tile_width": 6,
-                      "batch_slices": 7, "tile_order": 8}
+                      "batch_slices": 7, "tile_order": 8, "layout": 9,
+                      "recurrent_dropout_ratio": 10, "recurrent_pattern_distribution": 11,
+                      "recurrent_pattern": 12}
+    assert caffe_pb2.ApproxDropoutParameter.STRIDED == 0
+    assert caffe_pb2.ApproxDropoutParameter.BLOCK == 1
+    assert caffe_pb2.ApproxDropoutParameter.PER_SEQUENCE == 1
     assert caffe_pb2.ApproxDropoutParameter.ROW_MAJOR == 0
     assert caffe_pb2.ApproxDropoutParameter.TILE == 1
     assert caffe_pb2.ApproxDropoutParameter.INPUT == 1
