@@ -122,10 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             models = {}
             for method in methods:
-                flavour, recurrent = METHODS[method]
+                flavour, with_recurrent = METHODS[method]
                 models[method] = Path(tmp) / f"lm_{method}.prototxt"
                 models[method].write_text(nets.lm(flavour, rate=rate, **shape,
-                                                  recurrent=rate if recurrent else 0.0))
+                                                  recurrent=rate if with_recurrent else 0.0))
             try:
                 timings = caffe_time.run_rotating(models, args.repeats, args.iterations,
                                                   args.gpu)

@@ -32,7 +32,9 @@ namespace caffe {
  * `layout` says otherwise), so only the kept columns of W_hc, a contiguous
  * view, are multiplied, scaled by 1 / (1 - r). recurrent_pattern PER_STEP
  * samples a pattern per time step, PER_SEQUENCE one per iteration for every
- * step (variational dropout). h_t itself, the layer's output, is untouched.
+ * step (variational dropout); one pattern serves all streams of a step
+ * (batch_slices does not apply there). h_t itself, the layer's output, is
+ * untouched.
  * TEST phase is exactly LSTM; the parameter blobs are LSTM's (W_xc, b_c,
  * W_hc), so weights move freely between the two layer types.
  */
