@@ -27,6 +27,7 @@ rest goes. Writes JSON and a plot.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -36,6 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "python"))
 
 from approx_dropout import bench_results, caffe_env, caffe_time, nets  # noqa: E402
+from approx_dropout.prototxt_io import write_text_atomic  # noqa: E402
 
 # method -> (nets.lm flavour, recurrent dropout at the input rate?)
 METHODS = {"stock": ("stock", False), "row": ("row", False), "tile": ("tile", False),
@@ -100,7 +102,19 @@ def main(argv: list[str] | None = None) -> int:
                         default=list(METHODS), help="default: all (stock is always timed)")
     parser.add_argument("--gpu", type=int, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench")
+    parser.add_argument("--summarise", type=Path, metavar="JSON",
+                        help="time nothing; write the markdown tables of an earlier "
+                             "bench_lstm.json beside it")
     args = parser.parse_args(argv)
+    if args.summarise:
+        try:
+            text = markdown(json.loads(args.summarise.read_text()))
+        except (OSError, ValueError, KeyError) as err:
+            print(f"bench_lstm: error: {args.summarise}: {err}", file=sys.stderr)
+            return 1
+        write_text_atomic(args.summarise.with_suffix(".md"), text)
+        print(text, end="")
+        return 0
     if any(not 0 <= r < 1 for r in args.rates):
         parser.error("--rates must be in [0, 1)")
     if min(args.repeats, args.iterations, args.hidden, args.layers, args.batch,
@@ -172,7 +186,46 @@ def main(argv: list[str] | None = None) -> int:
                         "shape": shape, "gflop_recurrent": recurrent / 1e9,
                         "gflop_reducible": reducible / 1e9, "rows": rows},
                        args.gpu, lambda path: plot(rows, path))
+    saved = json.loads((args.out / "bench_lstm.json").read_text())
+    write_text_atomic(args.out / "bench_lstm.md", markdown(saved))
     return 0
+
+
+def markdown(result: dict) -> str:
+    """The tables of a bench_lstm.json: speed per method and rate, and where
+    the time goes at the last rate."""
+    rows = result["rows"]
+    approx = list(rows[0]["ratio"])
+    shape = result["shape"]
+    lines = [f"Command: `{result['command']}`", "", f"Machine: {result['machine']}", "",
+             f"LSTM LM {shape['num_layers']} x {shape['hidden']}, batch {shape['batch']}, "
+             f"{shape['steps']} steps, vocabulary {shape['vocab']}; `caffe time`, TRAIN phase, "
+             f"{result['iterations']} iterations per run, medians of {result['repeats']} "
+             f"rotating repeats; ratio = stock ms / method ms. FLOP bound: input dropout "
+             f"only (R + D)/(R + (1-p) D) with R = {result['gflop_recurrent']:.1f} GFLOP "
+             f"recurrent and D = {result['gflop_reducible']:.1f} GFLOP reducible per forward "
+             f"pass; with recurrent dropout 1/(1-p); time bound: input dropout only, with "
+             f"the measured stock time of the reducible work.", "",
+             "| p | stock ms | " + " | ".join(LABELS[m] for m in approx)
+             + " | FLOP bound | FLOP bound +rec | time bound |",
+             "|---|---|" + "---|" * (len(approx) + 3)]
+    for row in rows:
+        med = row["median_ms"]
+        lines.append(f"| {row['rate']:g} | {med['stock']:.0f} | " + " | ".join(
+            f"{med[m]:.0f} ms, {row['ratio'][m]:.2f}×" for m in approx)
+            + f" | {row['bound']:.2f} | {1 / (1 - row['rate']):.2f} | "
+              f"{row['time_bound']:.2f} |")
+    last = rows[-1]["layers_ms"]
+    methods = list(last)
+    lines += ["", f"Where the time goes at p = {rows[-1]['rate']:g} (median ms per iteration, "
+              f"forward + backward):", "",
+              "| layer | " + " | ".join(LABELS[m] for m in methods) + " |",
+              "|---|" + "---|" * len(methods)]
+    for name in last["stock"]:
+        cells = [last[m].get(name) for m in methods]
+        lines.append(f"| {name} | " + " | ".join(
+            "—" if c is None else f"{c:.0f}" for c in cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def plot(rows: list[dict], path: Path) -> None:

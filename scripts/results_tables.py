@@ -9,9 +9,12 @@ A page marks each generated table with
 
 where the path (relative to the page) names a summary that an experiment
 script wrote from its run JSON files; the table lines of that summary (those
-starting with '|') replace whatever stands between the markers. So no number
-in those tables is copied by hand, and --check (run by the tests) fails when
-a committed page differs from what its summaries give.
+starting with '|') replace whatever stands between the markers. After the
+path, `table=N` picks the N-th table of a summary that has several, and
+`rows=REGEX` keeps the header and only the rows that match (a regular
+expression searched in the row). So no number in those tables is copied by
+hand, and --check (run by the tests) fails when a committed page differs
+from what its summaries give.
 
     scripts/results_tables.py [--check] [PAGE ...]   (default: the results page and README.md)
 """
@@ -26,21 +29,34 @@ from approx_dropout.prototxt_io import write_text_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = [REPO / "scripts/results/README.md", REPO / "README.md"]
-BLOCK = re.compile(r"(<!-- table: (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+BLOCK = re.compile(r"(<!-- table: (?P<path>\S+)(?P<options>(?: [a-z]+=[^>]*?)*) -->\n)"
+                   r"(?P<body>.*?)(<!-- /table -->)", re.S)
+OPTION = re.compile(r" (table|rows)=(.*?)(?= (?:table|rows)=|$)")
 
 
 class TableError(Exception):
     pass
 
 
-def table_of(summary: Path) -> str:
+def table_of(summary: Path, options: str = "") -> str:
     try:
         lines = summary.read_text().splitlines()
     except OSError as err:
         raise TableError(f"{summary}: cannot read ({err.strerror})") from None
-    table = [line for line in lines if line.startswith("|")]
-    if not table:
-        raise TableError(f"{summary}: holds no table")
+    tables: list[list[str]] = []
+    for previous, line in zip([""] + lines, lines):
+        if line.startswith("|"):
+            if not previous.startswith("|"):
+                tables.append([])
+            tables[-1].append(line)
+    settings = dict(OPTION.findall(options))
+    number = int(settings.get("table", "1"))
+    if not 1 <= number <= len(tables):
+        raise TableError(f"{summary}: has {len(tables)} table(s), not a table {number}")
+    table = tables[number - 1]
+    if "rows" in settings:
+        keep = re.compile(settings["rows"])
+        table = table[:2] + [row for row in table[2:] if keep.search(row)]
     return "\n".join(table) + "\n"
 
 
@@ -49,7 +65,8 @@ def fill(page: Path) -> str:
 
     def replace(match: re.Match) -> str:
         summary = page.parent / match.group("path")
-        return match.group(1) + table_of(summary) + match.group(4)
+        return (match.group(1) + table_of(summary, match.group("options"))
+                + match.group(5))
 
     return BLOCK.sub(replace, text)
 
