@@ -27,17 +27,20 @@ std::map<const void*, std::string>& PatternTops() {
   return tops;
 }
 
+// Drops data's entry if layer `name` registered it (the memory may serve
+// another layer's pattern top by now). The caller holds the mutex.
+void ForgetPatternTop(const void* data, const std::string& name) {
+  std::map<const void*, std::string>::iterator it = PatternTops().find(data);
+  if (it != PatternTops().end() && it->second == name) PatternTops().erase(it);
+}
+
 }  // namespace
 
 template <typename Dtype>
 ApproxDropoutInnerProductLayer<Dtype>::~ApproxDropoutInnerProductLayer() {
   if (pattern_top_ == NULL) return;
   boost::mutex::scoped_lock lock(pattern_tops_mutex);
-  std::map<const void*, std::string>::iterator it =
-      PatternTops().find(pattern_top_);
-  if (it != PatternTops().end() && it->second == this->layer_param_.name()) {
-    PatternTops().erase(it);
-  }
+  ForgetPatternTop(pattern_top_, this->layer_param_.name());
 }
 
 template <typename Dtype>
@@ -173,10 +176,11 @@ void ApproxDropoutInnerProductLayer<Dtype>::Reshape(
     top[1]->Reshape(pattern_shape);
     // Written now too, so that consumers can check the wiring at setup.
     WritePatternTop(top[1]);
+    // Registered by its data, which a reallocating Reshape replaces.
     const void* data = top[1]->data().get();
     if (data != pattern_top_) {
       boost::mutex::scoped_lock lock(pattern_tops_mutex);
-      if (pattern_top_ != NULL) PatternTops().erase(pattern_top_);
+      ForgetPatternTop(pattern_top_, this->layer_param_.name());
       pattern_top_ = data;
       PatternTops()[pattern_top_] = this->layer_param_.name();
     }
