@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from approx_dropout import cli, fill_distribution, prototxt_io
-from approx_dropout.pattern_search import bounded_search
+from approx_dropout import cli
+from approx_dropout.patterns.search import bounded_search
+from approx_dropout.prototxt import fill
+from approx_dropout.prototxt import io as prototxt_io
 from conftest import REPO
 
 PROTOTXT = REPO / "prototxt"
@@ -73,7 +75,7 @@ def test_apply_in_place_keeps_a_backup(capsys, rdp):
     net = prototxt_io.read_net(rdp)
     k = [layer.approx_dropout_param.pattern_distribution for layer in net.layer
          if layer.type == "ApproxDropoutInnerProduct"]
-    want = fill_distribution.trim(bounded_search(np.float32(0.7).item(), 16).distribution)
+    want = fill.trim(bounded_search(np.float32(0.7).item(), 16).distribution)
     assert len(k) == 2 and list(k[0]) == pytest.approx(want, abs=1e-7)
 
 
@@ -270,11 +272,11 @@ def test_convert_in_place_through_the_same_path(capsys, tmp_path):
 def test_a_net_changed_during_the_rewrite_is_not_replaced(capsys, rdp, monkeypatch):
     """Another program (which takes no lock) writes NET while apply works."""
     theirs = rdp.read_text().replace("dropout_ratio: 0.7", "dropout_ratio: 0.5")
-    fill = cli.fill_distributions
+    real_fill = cli.fill_distributions
 
     def fill_while_someone_edits(*args, **kwargs):
         rdp.write_text(theirs)
-        return fill(*args, **kwargs)
+        return real_fill(*args, **kwargs)
     monkeypatch.setattr(cli, "fill_distributions", fill_while_someone_edits)
     code, _, err = run(capsys, "apply", str(rdp))
     assert code == 1

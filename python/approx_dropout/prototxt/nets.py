@@ -101,13 +101,14 @@ def mlp_for_method(method: str, hidden: tuple[int, ...], rates: tuple[float, ...
         # imported here because it needs Caffe's generated caffe_pb2
         from google.protobuf import text_format
 
-        from . import fill_distribution, prototxt_io
+        from . import fill
+        from . import io as prototxt_io
         net = text_format.Parse(text, prototxt_io.caffe_pb2().NetParameter())
         # a classifier that only skips (dropout_ratio 0) keeps the layer's default
         dropping = [layer.name for layer in net.layer
-                    if layer.type in fill_distribution.APPROX_LAYER_TYPES
+                    if layer.type in fill.APPROX_LAYER_TYPES
                     and layer.approx_dropout_param.dropout_ratio > 0]
-        fill_distribution.fill_distributions(net, dropping, max_dp=max(hidden), method="paper")
+        fill.fill_distributions(net, dropping, max_dp=max(hidden), method="paper")
         text = prototxt_io.net_to_text(net, "pattern_distribution: the paper's search")
     return text
 
@@ -300,7 +301,7 @@ def lm(flavour: str, hidden: int = 1500, num_layers: int = 2, rate: float = 0.5,
     layer names and parameter shapes. Blobs are time-major (steps x batch);
     DummyData feeds random words, so `caffe time` needs no data files, or
     with sources = (train list, test list) HDF5Data reads the corpus of
-    approx_dropout.data_text in order (TRAIN and TEST phases). approx_fields
+    approx_dropout.data.text in order (TRAIN and TEST phases). approx_fields
     adds approx_dropout_param fields to every approximate layer. recurrent > 0
     (row / tile only) also drops hidden units on each ApproxDropoutLSTM's
     recurrent path (recurrent_dropout_ratio), with recurrent_pattern
