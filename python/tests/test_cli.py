@@ -124,14 +124,15 @@ def test_convert_wires_patterns(capsys, tmp_path):
     assert "wired" not in out and "_pattern" not in out_path.read_text()
 
 
-def test_convert_reports_pairs_it_does_not_wire(capsys, tmp_path):
+def test_convert_reports_pairs_it_does_not_wire(capsys, tmp_path, caffe_pb2):
+    stock = prototxt_io.read_net(PROTOTXT / "mlp_bench_stock.prototxt")
+    squashed = caffe_pb2.NetParameter(name=stock.name)
+    for layer in stock.layer:
+        squashed.layer.add().CopyFrom(layer)
+        if layer.name == "drop1":
+            squashed.layer.add(name="squash", type="Sigmoid", bottom=["fc1"], top=["fc1"])
     net = tmp_path / "net.prototxt"
-    net.write_text((PROTOTXT / "mlp_bench_stock.prototxt").read_text().replace(
-        'layer { name: "drop1" type: "Dropout" bottom: "fc1" top: "fc1" '
-        'dropout_param { dropout_ratio: 0.7 } }\n',
-        'layer { name: "drop1" type: "Dropout" bottom: "fc1" top: "fc1" '
-        'dropout_param { dropout_ratio: 0.7 } }\n'
-        'layer { name: "squash" type: "Sigmoid" bottom: "fc1" top: "fc1" }\n'))
+    net.write_text(prototxt_io.net_to_text(squashed))
     assert "squash" in net.read_text()
     code, out, err = run(capsys, "convert", str(net), "-o", str(tmp_path / "out.prototxt"))
     assert code == 0, err
