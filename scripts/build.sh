@@ -5,7 +5,8 @@
 # CAFFE_SOURCE_DIR=/path/to/caffe selects an upstream BVLC/caffe checkout
 # (commit 9b89154) instead of the pinned sdist; the patch is applied to it.
 # Compiler outputs are cached by ccache, which keys on the source, its headers
-# and the flags, so a cache hit can never stand in for a changed file.
+# and the flags, so a cache hit can never stand in for a changed file. The
+# screen shows one progress line; the whole log is build/<variant>/build.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,5 +43,40 @@ cmake "${args[@]}" >"$build_dir/configure.log" 2>&1 || {
   cat "$build_dir/configure.log" >&2
   echo "build.sh: error: configure failed (log above)" >&2; exit 1; }
 grep -E '^caffe_patch:|Caffe source' "$build_dir/configure.log" | grep -v 'already applied' || true
-cmake --build "$build_dir" -j "${JOBS:-$(nproc)}" "${targets[@]}"
-echo "build.sh: $variant build in $build_dir took $(( $(date +%s) - start )) s"
+
+# The whole compiler output goes to build.log; the screen gets the latest
+# "[ NN%] Building ..." line (rewritten in place on a terminal, every 30 s
+# otherwise, as in CI logs).
+log=$build_dir/build.log
+tty=0; [[ -t 1 ]] && tty=1
+show_progress() {
+  local line shown=0 last=-30
+  while IFS= read -r line; do
+    [[ $line =~ ^\[\ *[0-9]+%\]|^\[[0-9]+/[0-9]+\] ]] || continue
+    line=${line//$PWD\//}  # paths relative to the checkout
+    if ((tty)); then
+      printf '\r\033[K%s' "build.sh: ${line:0:$(( ${COLUMNS:-120} - 11 ))}"; shown=1
+    elif ((SECONDS - last >= 30)); then
+      echo "build.sh: $line"; last=$SECONDS
+    fi
+  done
+  if ((shown)); then printf '\r\033[K'; fi
+}
+rc=0
+cmake --build "$build_dir" -j "${JOBS:-$(nproc)}" "${targets[@]}" 2>&1 | tee "$log" | show_progress \
+  || rc=${PIPESTATUS[0]}
+if ((rc)); then
+  echo "build.sh: error: the $variant build failed (exit $rc); its first errors, then the" \
+       "end of $log:" >&2
+  grep -E -m 10 -A 3 '(fatal )?error[: ]|Error [0-9]+' "$log" >&2 || true
+  echo "..." >&2
+  tail -n 25 "$log" >&2
+  exit 1
+fi
+# Third-party code compiles without warnings (-w), so any here are ours.
+warnings=$(grep -c 'warning:' "$log" || true)
+if ((warnings)); then
+  echo "build.sh: $warnings compiler warning(s) in this build (full log: $log):"
+  grep 'warning:' "$log" | sort -u | head -n 20
+fi
+echo "build.sh: $variant build in $build_dir took $(( $(date +%s) - start )) s (log: $log)"

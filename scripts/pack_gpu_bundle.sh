@@ -20,4 +20,4 @@ while (($#)); do
 done
 scripts/build.sh --cuda --cuda-arch "$arch"
 scripts/check_cuda_link.sh build/cuda
-.venv/bin/python -m approx_dropout.gpu_bundle --build build/cuda --out "$out"
+.venv/bin/python -m approx_dropout.bundle.pack --build build/cuda --out "$out"

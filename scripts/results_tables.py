@@ -25,7 +25,7 @@ import re
 import sys
 from pathlib import Path
 
-from approx_dropout.prototxt_io import write_text_atomic
+from approx_dropout.prototxt.io import write_text_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = [REPO / "scripts/results/README.md", REPO / "README.md"]

@@ -18,5 +18,5 @@ scripts/setup.sh
 scripts/build.sh "${build_args[@]}"
 export APPROX_DROPOUT_BUILD=$PWD/$build
 rm -rf build/demo/runs  # measure afresh every time (the runner resumes otherwise)
-.venv/bin/python scripts/exp_mlp.py demo --iterations "${ITERATIONS:-2000}" --out build/demo \
+.venv/bin/python scripts/experiments/exp_mlp.py demo --iterations "${ITERATIONS:-2000}" --out build/demo \
   "${device_args[@]}"

@@ -13,7 +13,7 @@ warnings.
 --default-table regenerates layers/src/caffe/test/test_data/
 approx_dropout_default_distributions.txt, bounded_search over the (p, N)
 grid that a gtest compares with the C++ DefaultPatternDistribution (same as
-python -m approx_dropout.pattern_search --table > that file); rebuild
+python -m approx_dropout.patterns.search --table > that file); rebuild
 caffe_tests afterwards, CMake embeds the table.
 """
 from __future__ import annotations
@@ -23,12 +23,10 @@ import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "python"))
-
-from approx_dropout.pattern_search import (  # noqa: E402
+from approx_dropout.patterns.search import (
     METHODS, SearchError, default_distribution_table, search)
 
+REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TABLE = REPO / "layers/src/caffe/test/test_data/approx_dropout_default_distributions.txt"
 
 

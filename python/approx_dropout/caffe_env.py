@@ -2,8 +2,11 @@
 
 pycaffe is not pip-installable: scripts/build.sh assembles it under
 ``<build dir>/python/caffe``. Tools and tests find it here, in this order:
-the ``APPROX_DROPOUT_BUILD`` environment variable, then ``build/cpu`` in the
-source checkout this package was installed from (editable install).
+the ``APPROX_DROPOUT_BUILD`` environment variable, then ``build/cpu`` of the
+source checkout this package is imported from (an editable install, or
+PYTHONPATH=python), if it is imported from one. A copy of the package
+outside a checkout (the GPU bundle, a wheel) needs APPROX_DROPOUT_BUILD or an
+explicit build folder.
 """
 from __future__ import annotations
 
@@ -14,15 +17,35 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
 
 class CaffeNotBuiltError(ImportError):
     pass
 
 
+def source_checkout() -> Path | None:
+    """The project checkout this package is imported from, or None.
+
+    The package lives at python/approx_dropout of a checkout; a copy elsewhere
+    (the GPU bundle, an installed wheel) has no caffe_patch/ two levels up.
+    Only defaults use it (the build folder, the data folder): nothing in the
+    package needs a checkout.
+    """
+    root = Path(__file__).resolve().parents[2]
+    if (root / "caffe_patch" / "apply_patch.py").is_file() and (root / "CMakeLists.txt").is_file():
+        return root
+    return None
+
+
 def build_dir() -> Path:
-    return Path(os.environ.get("APPROX_DROPOUT_BUILD", REPO_ROOT / "build" / "cpu"))
+    """APPROX_DROPOUT_BUILD, else build/cpu of the source checkout."""
+    if "APPROX_DROPOUT_BUILD" in os.environ:
+        return Path(os.environ["APPROX_DROPOUT_BUILD"])
+    checkout = source_checkout()
+    if checkout is None:
+        raise CaffeNotBuiltError(
+            "no Caffe build known: this approx_dropout is not imported from a source "
+            "checkout, so point APPROX_DROPOUT_BUILD at a build folder of the project")
+    return checkout / "build" / "cpu"
 
 
 def pycaffe_dir(build: Path | None = None) -> Path:

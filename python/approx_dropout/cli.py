@@ -15,11 +15,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .convert_dropout import PATTERNS, PROPAGATE_MODES, convert_net
-from .fill_distribution import DEFAULT_MAX_DP, FilledLayer, fill_distributions
-from .pattern_search import (DEFAULT_BAND, DEFAULT_RELATIVE_BAND, METHODS, SearchError,
+from .prototxt.convert import PATTERNS, PROPAGATE_MODES, convert_net
+from .prototxt.fill import DEFAULT_MAX_DP, FilledLayer, fill_distributions
+from .patterns.search import (DEFAULT_BAND, DEFAULT_RELATIVE_BAND, METHODS, SearchError,
                              SearchResult, pattern_rates, search)
-from .prototxt_io import (PrototxtError, check_writable, locked, net_to_text, read_net_file,
+from .prototxt.io import (PrototxtError, check_writable, locked, net_to_text, read_net_file,
                           write_text_atomic)
 
 PROG = "approx-dropout"
@@ -94,7 +94,7 @@ def _add_search_options(parser: argparse.ArgumentParser, for_layers: bool = Fals
                        help="step cap (default %(default)s)")
     paper.add_argument("--seed", type=int, default=0, help="seed of v's initialisation")
     bounded = parser.add_argument_group("bounded method")
-    # The layers' own bands, from pattern_search, so the CLI follows them.
+    # The layers' own bands, from patterns.search, so the CLI follows them.
     bounded.add_argument("--band", type=_band, default=DEFAULT_BAND,
                          help="keep periods whose rate (dp-1)/dp is within this of p "
                               "(default %(default)s, as the layers)")

@@ -10,7 +10,7 @@ from hypothesis import settings
 
 from approx_dropout import caffe_env
 
-REPO = caffe_env.REPO_ROOT
+REPO = Path(__file__).resolve().parents[2]  # the checkout these tests belong to
 
 # Property tests draw the same examples on every run (CI must not flake) and
 # keep no example database in the checkout.
@@ -33,6 +33,6 @@ def sdist_archive_tree(tmp_path_factory) -> Path:
     """The pinned sdist, unpacked from the verified download cache."""
     dest = tmp_path_factory.mktemp("sdist")
     out = subprocess.run(
-        [sys.executable, str(REPO / "scripts/fetch_caffe.py"), "--dest", str(dest)],
+        [sys.executable, str(REPO / "caffe_patch/fetch_caffe.py"), "--dest", str(dest)],
         check=True, capture_output=True, text=True).stdout
     return Path(out.strip().splitlines()[-1])

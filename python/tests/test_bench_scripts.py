@@ -12,12 +12,13 @@ from conftest import REPO
 
 
 def run(script: str, *args: str) -> subprocess.CompletedProcess:
+    """Run scripts/<script> (e.g. "bench/bench_mlp.py") with this interpreter."""
     return subprocess.run([sys.executable, str(REPO / "scripts" / script), *args],
                           capture_output=True, text=True, timeout=300)
 
 
 def test_bench_layers_tiny(tmp_path):
-    proc = run("bench_layers.py", "--sizes", "64", "--rates", "0.5", "--repeats", "1",
+    proc = run("bench/bench_layers.py", "--sizes", "64", "--rates", "0.5", "--repeats", "1",
                "--batch", "8", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "bench_layers.json").read_text())
@@ -38,7 +39,7 @@ def test_bench_layers_tiny(tmp_path):
 
 
 def test_bench_layers_chosen_variants_without_consumer(tmp_path):
-    proc = run("bench_layers.py", "--sizes", "32", "--rates", "0.7", "--repeats", "1",
+    proc = run("bench/bench_layers.py", "--sizes", "32", "--rates", "0.7", "--repeats", "1",
                "--batch", "4", "--variants", "row_input_block", "--no-consumer",
                "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
@@ -49,7 +50,7 @@ def test_bench_layers_chosen_variants_without_consumer(tmp_path):
 
 def test_bench_mlp_tiny(tmp_path):
     # enough iterations for caffe time's millisecond total to be non-zero
-    proc = run("bench_mlp.py", "--hidden", "256", "--rate", "0.5", "--repeats", "1",
+    proc = run("bench/bench_mlp.py", "--hidden", "256", "--rate", "0.5", "--repeats", "1",
                "--iterations", "20", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "784-256-256-10" in proc.stdout
@@ -61,20 +62,22 @@ def test_bench_mlp_tiny(tmp_path):
 
 
 def test_bench_mlp_rejects_unknown_method(tmp_path):
-    proc = run("bench_mlp.py", "--hidden", "64", "--methods", "rdp_sx", "--out", str(tmp_path))
+    proc = run("bench/bench_mlp.py", "--hidden", "64", "--methods", "rdp_sx",
+               "--out", str(tmp_path))
     assert proc.returncode == 2
     assert "unknown method 'rdp_sx'" in proc.stderr
 
 
 def test_exp_mlp_rejects_unknown_method(tmp_path):
-    proc = run("exp_mlp.py", "demo", "--methods", "rdp", "rdp_blocky", "--out", str(tmp_path))
+    proc = run("experiments/exp_mlp.py", "demo", "--methods", "rdp", "rdp_blocky",
+               "--out", str(tmp_path))
     assert proc.returncode == 2
     assert "unknown method 'rdp_blocky'" in proc.stderr
     assert not list(tmp_path.iterdir())
 
 
 def test_bench_rejects_bad_rate(tmp_path):
-    proc = run("bench_layers.py", "--rates", "1.0", "--out", str(tmp_path))
+    proc = run("bench/bench_layers.py", "--rates", "1.0", "--out", str(tmp_path))
     assert proc.returncode == 2
     assert "every rate in [0, 1)" in proc.stderr
 
@@ -92,7 +95,7 @@ def test_search_table(tmp_path):
 
 
 def test_bench_lstm_tiny(tmp_path):
-    proc = run("bench_lstm.py", "--hidden", "32", "--vocab", "200", "--rates", "0.5",
+    proc = run("bench/bench_lstm.py", "--hidden", "32", "--vocab", "200", "--rates", "0.5",
                "--repeats", "1", "--iterations", "20", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "where the time goes at p = 0.5" in proc.stdout
@@ -109,7 +112,7 @@ def test_bench_lstm_tiny(tmp_path):
 def test_exp_mlp_demo_runs_and_resumes(tmp_path):
     args = ("demo", "--iterations", "20", "--test-every", "10", "--test-iter", "2",
             "--out", str(tmp_path))
-    proc = run("exp_mlp.py", *args)
+    proc = run("experiments/exp_mlp.py", *args)
     assert proc.returncode == 0, proc.stderr
     assert "0 of 2 runs already done" in proc.stdout
     assert "iteration 10/20" in proc.stdout  # progress lines
@@ -117,11 +120,11 @@ def test_exp_mlp_demo_runs_and_resumes(tmp_path):
     assert runs == ["demo_784-2048-2048-10_p0.5_rdp_s0_i20.json",
                     "demo_784-2048-2048-10_p0.5_stock_s0_i20.json"]
     record = json.loads((tmp_path / "runs" / runs[0]).read_text())
-    assert record["command"].startswith("scripts/exp_mlp.py demo")
+    assert record["command"].startswith("scripts/experiments/exp_mlp.py demo")
     assert [e["iteration"] for e in record["result"]["evaluations"]] == [10, 20]
     assert 0 <= record["result"]["final_accuracy"] <= 1
     assert (tmp_path / "mlp_demo-i20.png").stat().st_size > 0
-    again = run("exp_mlp.py", *args)
+    again = run("experiments/exp_mlp.py", *args)
     assert again.returncode == 0 and "2 of 2 runs already done" in again.stdout
     assert "RDP, strided, 2 slices (layer default)" in (tmp_path / "mlp_demo-i20.md").read_text()
     curves = (tmp_path / "mlp_demo-i20-curves.md").read_text().splitlines()
@@ -131,8 +134,9 @@ def test_exp_mlp_demo_runs_and_resumes(tmp_path):
 
 
 def test_exp_lstm_tiny(tmp_path):
-    proc = run("exp_lstm.py", "--iterations", "2", "--evaluations", "1", "--valid-batches", "2",
-               "--hidden", "32", "--rates", "0.5", "--out", str(tmp_path))
+    proc = run("experiments/exp_lstm.py", "--iterations", "2", "--evaluations", "1",
+               "--valid-batches", "2", "--hidden", "32", "--rates", "0.5",
+               "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "lstm_lm-i2.json").read_text())
     assert [r["method"] for r in summary["rows"]] == ["stock", "row", "tile"]

@@ -1,4 +1,4 @@
-"""approx_dropout.caffe_time against the real `caffe time` of the build."""
+"""approx_dropout.harness.caffe_time against the real `caffe time` of the build."""
 from __future__ import annotations
 
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from approx_dropout import caffe_time
+from approx_dropout.harness import caffe_time
 from conftest import REPO
 
 MLP = REPO / "prototxt/mlp_bench_stock.prototxt"
@@ -32,7 +32,7 @@ def test_parse_rejects_output_without_a_table():
 
 def test_cli_missing_prototxt_is_one_clear_line(tmp_path):
     missing = tmp_path / "nope.prototxt"
-    proc = subprocess.run([sys.executable, "-m", "approx_dropout.caffe_time", str(missing)],
+    proc = subprocess.run([sys.executable, "-m", "approx_dropout.harness.caffe_time", str(missing)],
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"caffe_time: error: {missing}: no such prototxt"
@@ -41,7 +41,7 @@ def test_cli_missing_prototxt_is_one_clear_line(tmp_path):
 def test_cli_broken_prototxt_reports_caffe_error(tmp_path):
     bad = tmp_path / "bad.prototxt"
     bad.write_text('layer { name: "x" type: "NoSuchLayer" top: "y" }\n')
-    proc = subprocess.run([sys.executable, "-m", "approx_dropout.caffe_time", str(bad)],
+    proc = subprocess.run([sys.executable, "-m", "approx_dropout.harness.caffe_time", str(bad)],
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert "caffe time failed" in proc.stderr

@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from approx_dropout import cli, fill_distribution, prototxt_io
-from approx_dropout.pattern_search import bounded_search
+from approx_dropout import cli
+from approx_dropout.patterns.search import bounded_search
+from approx_dropout.prototxt import fill
+from approx_dropout.prototxt import io as prototxt_io
 from conftest import REPO
 
 PROTOTXT = REPO / "prototxt"
@@ -73,7 +75,7 @@ def test_apply_in_place_keeps_a_backup(capsys, rdp):
     net = prototxt_io.read_net(rdp)
     k = [layer.approx_dropout_param.pattern_distribution for layer in net.layer
          if layer.type == "ApproxDropoutInnerProduct"]
-    want = fill_distribution.trim(bounded_search(np.float32(0.7).item(), 16).distribution)
+    want = fill.trim(bounded_search(np.float32(0.7).item(), 16).distribution)
     assert len(k) == 2 and list(k[0]) == pytest.approx(want, abs=1e-7)
 
 
@@ -122,14 +124,15 @@ def test_convert_wires_patterns(capsys, tmp_path):
     assert "wired" not in out and "_pattern" not in out_path.read_text()
 
 
-def test_convert_reports_pairs_it_does_not_wire(capsys, tmp_path):
+def test_convert_reports_pairs_it_does_not_wire(capsys, tmp_path, caffe_pb2):
+    stock = prototxt_io.read_net(PROTOTXT / "mlp_bench_stock.prototxt")
+    squashed = caffe_pb2.NetParameter(name=stock.name)
+    for layer in stock.layer:
+        squashed.layer.add().CopyFrom(layer)
+        if layer.name == "drop1":
+            squashed.layer.add(name="squash", type="Sigmoid", bottom=["fc1"], top=["fc1"])
     net = tmp_path / "net.prototxt"
-    net.write_text((PROTOTXT / "mlp_bench_stock.prototxt").read_text().replace(
-        'layer { name: "drop1" type: "Dropout" bottom: "fc1" top: "fc1" '
-        'dropout_param { dropout_ratio: 0.7 } }\n',
-        'layer { name: "drop1" type: "Dropout" bottom: "fc1" top: "fc1" '
-        'dropout_param { dropout_ratio: 0.7 } }\n'
-        'layer { name: "squash" type: "Sigmoid" bottom: "fc1" top: "fc1" }\n'))
+    net.write_text(prototxt_io.net_to_text(squashed))
     assert "squash" in net.read_text()
     code, out, err = run(capsys, "convert", str(net), "-o", str(tmp_path / "out.prototxt"))
     assert code == 0, err
@@ -270,11 +273,11 @@ def test_convert_in_place_through_the_same_path(capsys, tmp_path):
 def test_a_net_changed_during_the_rewrite_is_not_replaced(capsys, rdp, monkeypatch):
     """Another program (which takes no lock) writes NET while apply works."""
     theirs = rdp.read_text().replace("dropout_ratio: 0.7", "dropout_ratio: 0.5")
-    fill = cli.fill_distributions
+    real_fill = cli.fill_distributions
 
     def fill_while_someone_edits(*args, **kwargs):
         rdp.write_text(theirs)
-        return fill(*args, **kwargs)
+        return real_fill(*args, **kwargs)
     monkeypatch.setattr(cli, "fill_distributions", fill_while_someone_edits)
     code, _, err = run(capsys, "apply", str(rdp))
     assert code == 1

@@ -9,9 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
-from approx_dropout import data_fashion_mnist as fm
-from approx_dropout import data_text as dt
-from approx_dropout.data_cache import DataError
+from approx_dropout.data import fashion_mnist as fm
+from approx_dropout.data import text as dt
+from approx_dropout.data.cache import DataError
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:

@@ -1,4 +1,4 @@
-"""scripts/fetch_caffe.py on a small fake sdist: the pin is checked before
+"""caffe_patch/fetch_caffe.py on a small fake sdist: the pin is checked before
 anything is unpacked or run, and only a complete unpack is ever accepted."""
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ TOPDIR = "fake-caffe-1.0"
 
 
 def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fetch_caffe", REPO / "scripts/fetch_caffe.py")
+    spec = importlib.util.spec_from_file_location("fetch_caffe",
+                                                  REPO / "caffe_patch/fetch_caffe.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -8,7 +8,7 @@ decided by an independent Python model of the layers' rules (Oracle and
 PairOracle below, transcribed from ApproxDropoutInnerProductLayer::LayerSetUp
 and SetUpPatternBottom, ApproxDropoutLSTMLayer::LayerSetUp and
 FillUnrolledNet and the DropoutPatternSampler constructor), and each net runs
-in a forked child (approx_dropout.caffe_check):
+in a forked child (approx_dropout.harness.check):
 
 - valid by the model: the net loads, and forward + backward in TRAIN phase
   leave every blob, parameter and gradient finite;
@@ -36,7 +36,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import pytest
 
-from approx_dropout import caffe_check
+from approx_dropout.harness import check as caffe_check
 
 SEED = int(os.environ.get("APPROX_DROPOUT_FUZZ_SEED", "20251129"))
 CASES = int(os.environ.get("APPROX_DROPOUT_FUZZ_CASES", "600"))

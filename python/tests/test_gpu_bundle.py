@@ -16,7 +16,10 @@ from xml.etree import ElementTree
 
 import pytest
 
-from approx_dropout import bundle_run, caffe_env, gpu_bundle, nets
+from approx_dropout import caffe_env
+from approx_dropout.bundle import pack as bundle_pack
+from approx_dropout.bundle import run as bundle_run
+from approx_dropout.prototxt import nets
 from conftest import REPO
 
 NAME = "test-bundle"
@@ -25,7 +28,7 @@ NAME = "test-bundle"
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundle")
-    archive = gpu_bundle.pack(caffe_env.build_dir(), out, NAME, xz_level=0)
+    archive = bundle_pack.pack(caffe_env.build_dir(), out, NAME, xz_level=0)
     return archive
 
 
@@ -39,31 +42,33 @@ def unpacked(packed, tmp_path_factory) -> Path:
 
 def test_archive_has_its_sha256_and_stays_under_the_limit(packed):
     digest, name = packed.with_name(packed.name + ".sha256").read_text().split()
-    assert name == packed.name and digest == gpu_bundle.sha256(packed)
-    assert packed.stat().st_size < gpu_bundle.DEFAULT_MAX_MIB * 2**20
+    assert name == packed.name and digest == bundle_pack.sha256(packed)
+    assert packed.stat().st_size < bundle_pack.DEFAULT_MAX_MIB * 2**20
 
 
 def test_bundle_is_a_build_folder_with_every_library_it_needs(unpacked):
-    for rel in gpu_bundle.ELF_FILES:
+    for rel in bundle_pack.ELF_FILES:
         assert (unpacked / rel).is_file(), rel
     libs = {p.name for p in (unpacked / "lib").iterdir()}
     assert {"libcaffe.so", "libprotobuf.so.32", "libglog.so.1", "libopenblas.so.0"} <= libs
-    assert not [n for n in libs if gpu_bundle.is_host_library(n)]
-    for path in [unpacked / rel for rel in gpu_bundle.ELF_FILES] + sorted((unpacked / "lib").iterdir()):
-        for name in gpu_bundle.needed(path):
-            assert name in libs or gpu_bundle.is_host_library(name), (path.name, name)
-    assert (unpacked / "python/approx_dropout/bundle_run.py").is_file()
+    assert not [n for n in libs if bundle_pack.is_host_library(n)]
+    elf = [unpacked / rel for rel in bundle_pack.ELF_FILES] + sorted((unpacked / "lib").iterdir())
+    for path in elf:
+        for name in bundle_pack.needed(path):
+            assert name in libs or bundle_pack.is_host_library(name), (path.name, name)
+    assert (unpacked / "python/approx_dropout/bundle/run.py").is_file()
     assert len(list((unpacked / "nets").glob("*.prototxt"))) == \
-        len(gpu_bundle.MLP_HIDDEN) * len(gpu_bundle.MLP_METHODS) + 3 * (len(nets.LM_FLAVOURS) + 1)
+        len(bundle_pack.MLP_HIDDEN) * len(bundle_pack.MLP_METHODS) \
+        + 3 * (len(nets.LM_FLAVOURS) + 1)
 
 
 def test_host_library_rule():
     for host in ("libc.so.6", "ld-linux-x86-64.so.2", "libstdc++.so.6", "libcublasLt.so.13",
                  "libcudart.so.13", "libcurand.so.10", "libpython3.11.so.1.0"):
-        assert gpu_bundle.is_host_library(host), host
+        assert bundle_pack.is_host_library(host), host
     for ours in ("libcaffe.so", "libcurl.so.4", "libcom_err.so.2", "libcrypto.so.3",
                  "libhdf5_serial.so.103", "libgfortran.so.5"):
-        assert not gpu_bundle.is_host_library(ours), ours
+        assert not bundle_pack.is_host_library(ours), ours
 
 
 def test_manifest_lists_every_file_with_its_hash(unpacked):
@@ -71,7 +76,7 @@ def test_manifest_lists_every_file_with_its_hash(unpacked):
     files = {p.relative_to(unpacked).as_posix() for p in unpacked.rglob("*") if p.is_file()}
     assert set(manifest["files"]) == files - {"MANIFEST.json"}
     entry = manifest["files"]["tools/caffe"]
-    assert entry["sha256"] == gpu_bundle.sha256(unpacked / "tools/caffe")
+    assert entry["sha256"] == bundle_pack.sha256(unpacked / "tools/caffe")
     assert bundle_run.verify(unpacked)["git_commit"] == manifest["git_commit"]
 
 
@@ -85,13 +90,13 @@ def test_verify_refuses_a_changed_file(unpacked, tmp_path):
 
 
 def test_pack_refuses_an_archive_over_the_limit(tmp_path):
-    with pytest.raises(gpu_bundle.BundleError, match="over the 0.5 MiB limit"):
-        gpu_bundle.pack(caffe_env.build_dir(), tmp_path, NAME, max_mib=0.5, xz_level=0)
+    with pytest.raises(bundle_pack.BundleError, match="over the 0.5 MiB limit"):
+        bundle_pack.pack(caffe_env.build_dir(), tmp_path, NAME, max_mib=0.5, xz_level=0)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_pack_refuses_a_folder_that_is_not_a_build(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "approx_dropout.gpu_bundle",
+    proc = subprocess.run([sys.executable, "-m", "approx_dropout.bundle.pack",
                            "--build", str(tmp_path), "--out", str(tmp_path / "out")],
                           capture_output=True, text=True)
     assert proc.returncode == 1
@@ -135,8 +140,8 @@ def test_run_script_unpacks_and_runs_in_cpu_mode(packed, tmp_path):
     assert results["gtests"]["exit_code"] == 0 and results["gtests"]["passed"] == len(ran)
     (row,) = results["benchmarks"]
     assert row["group"] == "mlp_1024x64_p0.7"
-    assert set(row["ms_per_iteration"]) == set(gpu_bundle.MLP_METHODS)
-    assert set(row["speedup"]) == set(gpu_bundle.MLP_METHODS) - {"stock"}
+    assert set(row["ms_per_iteration"]) == set(bundle_pack.MLP_METHODS)
+    assert set(row["speedup"]) == set(bundle_pack.MLP_METHODS) - {"stock"}
     assert (out / "gtest.xml").is_file() and "all passed" in (out / "run.log").read_text()
     assert "| mlp_1024x64_p0.7 |" in (out / "results.md").read_text()
 

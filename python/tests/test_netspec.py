@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from approx_dropout import caffe_check, netspec
-from approx_dropout.pattern_search import SearchError, bounded_search
+from approx_dropout.harness import check as caffe_check
+from approx_dropout.patterns.search import SearchError, bounded_search
+from approx_dropout.prototxt import netspec
 
 
 def small_net(caffe, **kwargs):

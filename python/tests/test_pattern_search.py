@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from approx_dropout import pattern_search as ps
-from approx_dropout.caffe_env import REPO_ROOT
+from approx_dropout.patterns import search as ps
+from conftest import REPO
 
-TABLE = REPO_ROOT / "layers/src/caffe/test/test_data/approx_dropout_default_distributions.txt"
+TABLE = REPO / "layers/src/caffe/test/test_data/approx_dropout_default_distributions.txt"
 
 
 @st.composite
@@ -223,7 +223,7 @@ def test_table_for_the_cpp_default_is_current():
     problems = ps.compare_distribution_tables(TABLE.read_text(), ps.default_distribution_table())
     assert not problems, (
         "\n".join(problems[:20]) + "\nregenerate with: python -m "
-        "approx_dropout.pattern_search --table > " + str(TABLE))
+        "approx_dropout.patterns.search --table > " + str(TABLE))
 
 
 def test_table_comparison_tolerates_the_last_bits_only():

@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from approx_dropout import caffe_check, convert_dropout, fill_distribution, net_shapes, prototxt_io
-from approx_dropout.pattern_search import SearchError, bounded_search, paper_search
+from approx_dropout.harness import check as caffe_check
+from approx_dropout.patterns.search import SearchError, bounded_search, paper_search
+from approx_dropout.prototxt import convert, fill
+from approx_dropout.prototxt import io as prototxt_io
+from approx_dropout.prototxt import shapes as net_shapes
 from conftest import REPO
 
 PROTOTXT = REPO / "prototxt"
@@ -25,9 +28,9 @@ def f32(values) -> list[float]:
 @pytest.mark.parametrize("flavour", ["rdp", "tdp"])
 def test_apply_fills_every_layer_and_the_net_trains(caffe, flavour, tmp_path):
     net = prototxt_io.read_net(PROTOTXT / f"mlp_bench_{flavour}.prototxt")
-    filled = fill_distribution.fill_distributions(net)
+    filled = fill.fill_distributions(net)
     assert [f.name for f in filled] == ["fc1", "fc2"]
-    want = f32(fill_distribution.trim(bounded_search(np.float32(0.7).item(), 16).distribution))
+    want = f32(fill.trim(bounded_search(np.float32(0.7).item(), 16).distribution))
     for layer in net.layer:
         if layer.type == "ApproxDropoutInnerProduct":
             assert list(layer.approx_dropout_param.pattern_distribution) == want
@@ -42,7 +45,7 @@ def test_apply_fills_every_layer_and_the_net_trains(caffe, flavour, tmp_path):
 
 def test_apply_named_layer_only_and_paper_method(caffe_pb2):
     net = prototxt_io.read_net(PROTOTXT / "mlp_bench_rdp.prototxt")
-    filled = fill_distribution.fill_distributions(net, ["fc2"], max_dp=64, method="paper")
+    filled = fill.fill_distributions(net, ["fc2"], max_dp=64, method="paper")
     assert [f.name for f in filled] == ["fc2"]
     by_name = {layer.name: layer for layer in net.layer}
     assert len(by_name["fc1"].approx_dropout_param.pattern_distribution) == 0
@@ -55,7 +58,7 @@ def test_apply_caps_max_dp_at_num_output(caffe_pb2):
     net = parse(caffe_pb2, 'layer { name: "fc" type: "ApproxDropoutInnerProduct" '
                            'inner_product_param { num_output: 6 } '
                            'approx_dropout_param { dropout_ratio: 0.5 } }')
-    filled = fill_distribution.fill_distributions(net, max_dp=16, method="paper")
+    filled = fill.fill_distributions(net, max_dp=16, method="paper")
     assert filled[0].max_dp == 6 and "capped at num_output 6" in filled[0].note
     assert len(net.layer[0].approx_dropout_param.pattern_distribution) == 6
 
@@ -68,7 +71,7 @@ def test_apply_bad_layer_names_leave_the_net_alone(caffe_pb2, names, message):
     net = prototxt_io.read_net(PROTOTXT / "mlp_bench_rdp.prototxt")
     before = net.SerializeToString()
     with pytest.raises(prototxt_io.PrototxtError, match=message):
-        fill_distribution.fill_distributions(net, names)
+        fill.fill_distributions(net, names)
     assert net.SerializeToString() == before
 
 
@@ -78,14 +81,14 @@ def test_apply_refuses_a_distribution_the_layer_would_refuse(caffe_pb2):
                            'inner_product_param { num_output: 64 } '
                            'approx_dropout_param { dropout_ratio: 0.3 } }')
     with pytest.raises(prototxt_io.PrototxtError, match="reached rate 0.3132"):
-        fill_distribution.fill_distributions(net, method="paper")
+        fill.fill_distributions(net, method="paper")
     assert len(net.layer[0].approx_dropout_param.pattern_distribution) == 0
 
 
 def test_apply_on_a_net_without_approx_layers(caffe_pb2):
     net = prototxt_io.read_net(PROTOTXT / "mlp_bench_stock.prototxt")
     with pytest.raises(prototxt_io.PrototxtError, match="has no ApproxDropoutInnerProduct"):
-        fill_distribution.fill_distributions(net)
+        fill.fill_distributions(net)
 
 
 # ---- convert ----------------------------------------------------------------
@@ -93,7 +96,7 @@ def test_apply_on_a_net_without_approx_layers(caffe_pb2):
 def test_convert_the_stock_mlp(caffe_pb2):
     net = prototxt_io.read_net(PROTOTXT / "mlp_bench_stock.prototxt")
     before = net.SerializeToString()
-    out, report = convert_dropout.convert_net(net)
+    out, report = convert.convert_net(net)
     assert net.SerializeToString() == before
     assert report.converted == ["fc1 -> relu1 -> drop1", "fc2 -> relu2 -> drop2"]
     assert report.refused == []
@@ -105,17 +108,17 @@ def test_convert_the_stock_mlp(caffe_pb2):
     assert fc1.approx_dropout_param.dropout_ratio == pytest.approx(0.7)
     assert fc1.approx_dropout_param.pattern == caffe_pb2.ApproxDropoutParameter.ROW
     assert fc1.inner_product_param == net.layer[1].inner_product_param
-    want = fill_distribution.trim(bounded_search(np.float32(0.7).item(), 16).distribution)
+    want = fill.trim(bounded_search(np.float32(0.7).item(), 16).distribution)
     assert list(fc1.approx_dropout_param.pattern_distribution) == f32(want)
 
 
-@pytest.mark.parametrize("propagate", convert_dropout.PROPAGATE_MODES)
+@pytest.mark.parametrize("propagate", convert.PROPAGATE_MODES)
 def test_converted_net_equals_the_original_in_test_phase(caffe, tmp_path, propagate):
     """Same weights (via a .caffemodel saved by the original), same outputs,
     whatever the wiring (propagate "all" changes the classifier's type too)."""
     caffe.set_mode_cpu()
     src = PROTOTXT / "mlp_bench_stock.prototxt"
-    converted, _ = convert_dropout.convert_net(prototxt_io.read_net(src), propagate=propagate)
+    converted, _ = convert.convert_net(prototxt_io.read_net(src), propagate=propagate)
     conv_path = tmp_path / "converted.prototxt"
     conv_path.write_text(prototxt_io.net_to_text(converted))
     original = caffe.Net(str(src), caffe.TEST)
@@ -149,7 +152,7 @@ def test_convert_non_in_place_chain_keeps_the_dropout_output_name(caffe, caffe_p
         'dropout_param { dropout_ratio: 0.5 } }\n'
         'layer { name: "fc2" type: "InnerProduct" bottom: "d1" top: "fc2" '
         'inner_product_param { num_output: 3 } }\n')
-    out, report = convert_dropout.convert_net(parse(caffe_pb2, text))
+    out, report = convert.convert_net(parse(caffe_pb2, text))
     assert report.converted == ["fc1 -> relu1 -> drop1"]
     relu = [layer for layer in out.layer if layer.name == "relu1"][0]
     assert list(relu.bottom) == ["fc1"] and list(relu.top) == ["d1"]
@@ -161,7 +164,7 @@ def test_convert_non_in_place_chain_keeps_the_dropout_output_name(caffe, caffe_p
 def test_convert_inner_product_then_dropout_without_relu(caffe_pb2):
     text = CHAIN_HEAD + ('layer { name: "drop1" type: "Dropout" bottom: "fc1" top: "d1" '
                          'dropout_param { dropout_ratio: 0.3 } }\n')
-    out, report = convert_dropout.convert_net(parse(caffe_pb2, text))
+    out, report = convert.convert_net(parse(caffe_pb2, text))
     assert report.converted == ["fc1 -> drop1"]
     assert [layer.name for layer in out.layer] == ["data", "fc1"]
     assert list(out.layer[1].top) == ["d1"]
@@ -169,10 +172,10 @@ def test_convert_inner_product_then_dropout_without_relu(caffe_pb2):
 
 def test_convert_tile_pattern(caffe_pb2):
     text = CHAIN_HEAD + ('layer { name: "drop1" type: "Dropout" bottom: "fc1" top: "fc1" }\n')
-    out, report = convert_dropout.convert_net(parse(caffe_pb2, text), pattern="TILE")
+    out, report = convert.convert_net(parse(caffe_pb2, text), pattern="TILE")
     assert out.layer[1].approx_dropout_param.pattern == caffe_pb2.ApproxDropoutParameter.TILE
     narrow = text.replace("num_output: 64", "num_output: 16")
-    out, report = convert_dropout.convert_net(parse(caffe_pb2, narrow), pattern="TILE")
+    out, report = convert.convert_net(parse(caffe_pb2, narrow), pattern="TILE")
     assert report.converted == [] and "tile_height" in report.refused[0][1]
 
 
@@ -191,7 +194,7 @@ def test_convert_tile_pattern(caffe_pb2):
 def test_convert_refuses_unsafe_chains_with_the_reason(caffe_pb2, middle, reason):
     text = CHAIN_HEAD + middle + ('layer { name: "drop1" type: "Dropout" bottom: "fc1" '
                                   'top: "fc1" }\n')
-    out, report = convert_dropout.convert_net(parse(caffe_pb2, text))
+    out, report = convert.convert_net(parse(caffe_pb2, text))
     assert report.converted == []
     assert report.refused[0][0] == "drop1" and reason in report.refused[0][1]
     assert out == parse(caffe_pb2, text)
@@ -204,7 +207,7 @@ def test_convert_leaves_dropout_after_other_layers_alone(caffe_pb2):
             'convolution_param { num_output: 4 kernel_size: 3 } }\n'
             'layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }\n'
             'layer { name: "drop" type: "Dropout" bottom: "conv" top: "conv" }\n')
-    out, report = convert_dropout.convert_net(parse(caffe_pb2, text))
+    out, report = convert.convert_net(parse(caffe_pb2, text))
     assert report.refused == [("drop", "left alone: ReLU 'relu' reads Convolution layer "
                                        "'conv', not an InnerProduct")]
 
@@ -290,7 +293,7 @@ def test_every_net_apply_writes_loads_in_caffe(caffe_pb2, tmp_path):
     for name, text, method, units in APPLY_CASES:
         # gradients down to the input too, where Caffe can (not into an Embed's indices)
         net = parse(caffe_pb2, ("" if "Embed" in text else "force_backward: true\n") + text)
-        (filled,) = fill_distribution.fill_distributions(net, method=method)
+        (filled,) = fill.fill_distributions(net, method=method)
         assert filled.max_dp == units, name
         assert "capped at" in filled.note, name
         k = list(net.layer[-2].approx_dropout_param.pattern_distribution)
@@ -321,7 +324,7 @@ def convert_source(num_output: int, k: int, ratio: float = 0.5) -> str:
     ("ROW", 6, 10, 6), ("TILE", 40, 40, 4), ("TILE", 64, 33, 4)])
 def test_every_net_convert_writes_loads_in_caffe(caffe_pb2, tmp_path, pattern, num_output,
                                                  k, units):
-    out, report = convert_dropout.convert_net(parse(caffe_pb2, convert_source(num_output, k)),
+    out, report = convert.convert_net(parse(caffe_pb2, convert_source(num_output, k)),
                                               method="paper", pattern=pattern)
     assert report.converted == ["fc1 -> relu1 -> drop1"], report.refused
     assert report.filled[0].max_dp == units
@@ -349,7 +352,7 @@ def test_every_net_convert_writes_loads_in_caffe(caffe_pb2, tmp_path, pattern, n
 def test_apply_refuses_a_layer_caffe_would_refuse(caffe_pb2, text, message):
     net = parse(caffe_pb2, text)
     with pytest.raises(prototxt_io.PrototxtError, match=re.escape(message)):
-        fill_distribution.fill_distributions(net)
+        fill.fill_distributions(net)
     assert not net.layer[-1].approx_dropout_param.pattern_distribution  # untouched
 
 
@@ -363,13 +366,13 @@ def test_unknown_input_size_needs_an_explicit_max_dp(caffe_pb2, tmp_path):
     with pytest.raises(prototxt_io.PrototxtError,
                        match="dp must not exceed its input size K, and the input size of 'fc' "
                              "is unknown: HDF5Data layer 'data' .* pass --max-dp N"):
-        fill_distribution.fill_distributions(net)
-    (filled,) = fill_distribution.fill_distributions(net, max_dp=4)  # trusted when given
+        fill.fill_distributions(net)
+    (filled,) = fill.fill_distributions(net, max_dp=4)  # trusted when given
     assert filled.max_dp == 4 and "max dp 4 as given" in filled.note
     # a max dp no larger than what the layer surely has needs no input size
     tile = parse(caffe_pb2, HDF5_NET.replace("SOURCE", "missing.txt").replace(
         "side: INPUT", "pattern: TILE tile_height: 2 tile_width: 1"))
-    (filled,) = fill_distribution.fill_distributions(tile)  # >= 32 tile rows
+    (filled,) = fill.fill_distributions(tile)  # >= 32 tile rows
     assert filled.max_dp == 16 and filled.note == ""
 
 
@@ -379,7 +382,7 @@ def test_input_size_is_read_from_the_hdf5_files(caffe_pb2, tmp_path):
         f["data"] = np.zeros((10, 2, 3), dtype=np.float32)
     (tmp_path / "list.txt").write_text("part0.h5\n")
     net = parse(caffe_pb2, HDF5_NET.replace("SOURCE", "list.txt"))
-    (filled,) = fill_distribution.fill_distributions(net, method="paper", base=tmp_path)
+    (filled,) = fill.fill_distributions(net, method="paper", base=tmp_path)
     assert filled.max_dp == 6 and "capped at input size K 6" in filled.note
 
 
@@ -387,15 +390,15 @@ def test_convert_tile_needs_a_known_input_size(caffe_pb2):
     text = convert_source(64, 40).replace(input_layer(4, 40), (
         'layer { name: "in_x" type: "HDF5Data" top: "x" '
         'hdf5_data_param { source: "missing.txt" batch_size: 4 } }\n'))
-    out, report = convert_dropout.convert_net(parse(caffe_pb2, text), pattern="TILE")
+    out, report = convert.convert_net(parse(caffe_pb2, text), pattern="TILE")
     assert report.converted == []
     assert "TILE needs tile_width <= the input size K" in report.refused[0][1]
     narrow = convert_source(64, 20)
-    out, report = convert_dropout.convert_net(parse(caffe_pb2, narrow), pattern="TILE")
+    out, report = convert.convert_net(parse(caffe_pb2, narrow), pattern="TILE")
     assert report.converted == [] and "tile_width (32) is larger than the input size K (20)" \
         in report.refused[0][1]
     # ROW needs only num_output
-    out, report = convert_dropout.convert_net(parse(caffe_pb2, text), pattern="ROW")
+    out, report = convert.convert_net(parse(caffe_pb2, text), pattern="ROW")
     assert report.converted == ["fc1 -> relu1 -> drop1"]
 
 
@@ -429,7 +432,7 @@ def test_inferred_shapes_match_caffe(caffe_pb2):
 # ---- NetSpec helpers: the same caps, from the NetSpec graph ------------------------
 
 def test_netspec_caps_dp_at_the_input_size_and_the_net_loads(caffe):
-    from approx_dropout import netspec
+    from approx_dropout.prototxt import netspec
     L = caffe.layers
     n = caffe.NetSpec()
     n.x = L.DummyData(shape=[dict(dim=[4, 5])], data_filler=[dict(type="gaussian")])
@@ -454,7 +457,7 @@ def test_netspec_caps_dp_at_the_input_size_and_the_net_loads(caffe):
 
 
 def test_netspec_refuses_what_the_layer_would_refuse(caffe):
-    from approx_dropout import netspec
+    from approx_dropout.prototxt import netspec
     L = caffe.layers
     n = caffe.NetSpec()
     n.x = L.DummyData(shape=[dict(dim=[4, 20])], data_filler=[dict(type="gaussian")])
@@ -476,7 +479,7 @@ def test_netspec_refuses_what_the_layer_would_refuse(caffe):
 
 def test_convert_wires_consecutive_converted_layers(caffe_pb2):
     net = prototxt_io.read_net(PROTOTXT / "mlp_bench_stock.prototxt")
-    out, report = convert_dropout.convert_net(net)  # propagate="converted" by default
+    out, report = convert.convert_net(net)  # propagate="converted" by default
     assert [w.describe() for w in report.wired] == ["wired fc1 -> fc2 (pattern fc1_pattern)"]
     assert report.wired[0].relu == "relu1" and not report.wired[0].skip_only
     assert report.not_wired == [] and report.could_skip == [("fc2", "fc3")]
@@ -485,17 +488,17 @@ def test_convert_wires_consecutive_converted_layers(caffe_pb2):
     assert list(layers["fc2"].bottom) == ["fc1", "fc1_pattern"]
     assert list(layers["fc2"].top) == ["fc2"]  # nobody reads fc2's pattern
     assert layers["fc3"].type == "InnerProduct" and list(layers["fc3"].bottom) == ["fc2"]
-    off, report = convert_dropout.convert_net(net, propagate="off")
+    off, report = convert.convert_net(net, propagate="off")
     assert report.wired == [] and report.could_skip == []
     assert all(len(layer.top) <= 2 and "_pattern" not in "".join(layer.top) + "".join(
         layer.bottom) for layer in off.layer)
     with pytest.raises(prototxt_io.PrototxtError, match="propagate must be one of"):
-        convert_dropout.convert_net(net, propagate="some")
+        convert.convert_net(net, propagate="some")
 
 
 def test_convert_all_makes_the_classifier_skip(caffe_pb2):
     net = prototxt_io.read_net(PROTOTXT / "mlp_bench_stock.prototxt")
-    out, report = convert_dropout.convert_net(net, propagate="all")
+    out, report = convert.convert_net(net, propagate="all")
     assert [w.describe() for w in report.wired] == [
         "wired fc1 -> fc2 (pattern fc1_pattern)",
         "wired fc2 -> fc3 (pattern fc2_pattern); fc3 is now an ApproxDropoutInnerProduct "
@@ -522,8 +525,8 @@ def test_converted_wired_net_computes_what_the_unwired_one_does(caffe_pb2):
         'dropout_param { dropout_ratio: 0.7 } }\n'
         'layer { name: "out"').replace('bottom: "h" top: "y"', 'bottom: "h2" top: "y"'))
     texts = {}
-    for mode in convert_dropout.PROPAGATE_MODES:
-        out, report = convert_dropout.convert_net(net, propagate=mode)
+    for mode in convert.PROPAGATE_MODES:
+        out, report = convert.convert_net(net, propagate=mode)
         assert len(report.wired) == {"off": 0, "converted": 1, "all": 2}[mode]
         texts[mode] = prototxt_io.net_to_text(out)
     outcomes = caffe_check.check_nets([caffe_check.Job(texts[mode], iterations=3, seed=11,
@@ -577,7 +580,7 @@ RELU = 'layer { name: "relu1" type: "ReLU" bottom: "h1" top: "h1" }\n'
 ])
 def test_convert_does_not_wire_with_other_layers_between(caffe_pb2, middle, reader, extra,
                                                          reason):
-    out, report = convert_dropout.convert_net(parse(caffe_pb2, wiring_source(middle, reader,
+    out, report = convert.convert_net(parse(caffe_pb2, wiring_source(middle, reader,
                                                                              extra)))
     assert report.converted == ["fc1 -> drop1", "fc2 -> relu2 -> drop2"]
     assert report.wired == []
@@ -592,13 +595,13 @@ def test_convert_wires_through_a_relu_not_in_place_and_beside_other_readers(caff
     text = wiring_source('layer { name: "r" type: "ReLU" bottom: "h1" top: "r" }\n'
                          'layer { name: "peek" type: "Power" bottom: "r" top: "peek" }\n',
                          "r")
-    out, report = convert_dropout.convert_net(parse(caffe_pb2, text))
+    out, report = convert.convert_net(parse(caffe_pb2, text))
     assert [(w.producer, w.consumer, w.relu) for w in report.wired] == [("fc1", "fc2", "r")]
     # in place, in the chain (InnerProduct -> ReLU -> Dropout), and with no ReLU at all
     for middle, relu in ((RELU, "relu1"), ("", None)):
         text = wiring_source("").replace(
             'layer { name: "drop1"', middle + 'layer { name: "drop1"')
-        out, report = convert_dropout.convert_net(parse(caffe_pb2, text))
+        out, report = convert.convert_net(parse(caffe_pb2, text))
         assert [(w.producer, w.consumer, w.relu) for w in report.wired] == [("fc1", "fc2", relu)]
 
 
@@ -606,7 +609,7 @@ def test_convert_does_not_wire_a_layer_that_drops_nothing(caffe_pb2):
     text = wiring_source(RELU).replace('name: "drop1" type: "Dropout" bottom: "h1" top: "h1"',
                                        'name: "drop1" type: "Dropout" bottom: "h1" top: "h1" '
                                        'dropout_param { dropout_ratio: 0 }')
-    out, report = convert_dropout.convert_net(parse(caffe_pb2, text))
+    out, report = convert.convert_net(parse(caffe_pb2, text))
     assert report.converted == ["fc1 -> drop1", "fc2 -> relu2 -> drop2"]
     assert report.not_wired == [("fc1", "fc2", "'fc1' has dropout_ratio 0: it drops no output "
                                                 "for the next to skip")]
@@ -617,7 +620,7 @@ def test_convert_pattern_names_avoid_every_blob(caffe_pb2):
                                    'top: "fc1_pattern" }\n'
                                    'layer { name: "b" type: "Power" bottom: "h2" '
                                    'top: "fc1_pattern1" }\n')
-    out, report = convert_dropout.convert_net(parse(caffe_pb2, text))
+    out, report = convert.convert_net(parse(caffe_pb2, text))
     assert [w.pattern for w in report.wired] == ["fc1_pattern2"]
     fc1 = [layer for layer in out.layer if layer.name == "fc1"][0]
     assert list(fc1.top) == ["h1", "fc1_pattern2"]
@@ -628,7 +631,7 @@ def test_convert_one_pattern_feeds_two_consumers(caffe_pb2):
                                    'top: "h3" inner_product_param { num_output: 5 } }\n'
                                    'layer { name: "drop3" type: "Dropout" bottom: "h3" '
                                    'top: "h3" }\n')
-    out, report = convert_dropout.convert_net(parse(caffe_pb2, text))
+    out, report = convert.convert_net(parse(caffe_pb2, text))
     assert [(w.consumer, w.pattern) for w in report.wired] == [("fc2", "fc1_pattern"),
                                                                ("fc3", "fc1_pattern")]
     assert [list(layer.top) for layer in out.layer if layer.name == "fc1"] == [
@@ -637,7 +640,7 @@ def test_convert_one_pattern_feeds_two_consumers(caffe_pb2):
 
 def test_convert_tile_is_never_wired(caffe_pb2):
     # TILE drops weight tiles, never a whole unit: no input column is zero to skip
-    out, report = convert_dropout.convert_net(parse(caffe_pb2, convert_source(64, 40)),
+    out, report = convert.convert_net(parse(caffe_pb2, convert_source(64, 40)),
                                               pattern="TILE",
                                               propagate="all")
     assert report.converted == ["fc1 -> relu1 -> drop1"]
@@ -646,7 +649,7 @@ def test_convert_tile_is_never_wired(caffe_pb2):
 
 def test_apply_and_shapes_of_layers_with_a_pattern_bottom(caffe_pb2):
     net = prototxt_io.read_net(PROTOTXT / "mlp_bench_rdp_propagated.prototxt")
-    filled = fill_distribution.fill_distributions(net)
+    filled = fill.fill_distributions(net)
     assert [(f.name, f.max_dp) for f in filled] == [("fc1", 16), ("fc2", 16), ("fc3", 10)]
     assert list(net.layer[-2].approx_dropout_param.pattern_distribution) == [1.0]
     for phase in (net_shapes.TRAIN, net_shapes.TEST):
@@ -681,12 +684,12 @@ def test_apply_and_shapes_of_layers_with_a_pattern_bottom(caffe_pb2):
 ])
 def test_apply_refuses_fields_the_layer_refuses(caffe_pb2, text, message):
     with pytest.raises(prototxt_io.PrototxtError, match=re.escape(message)):
-        fill_distribution.fill_distributions(parse(caffe_pb2, text))
+        fill.fill_distributions(parse(caffe_pb2, text))
 
 
 def test_apply_accepts_the_new_fields_where_they_apply(caffe_pb2):
     for text in (input_layer(3, 40) + approx_ip(40, 0.5, "layout: STRIDED side: INPUT"),
                  LSTM_INPUT + approx_lstm(0.5, "layout: BLOCK recurrent_dropout_ratio: 0.3 "
                                                "recurrent_pattern: PER_SEQUENCE")):
-        (filled,) = fill_distribution.fill_distributions(parse(caffe_pb2, text))
+        (filled,) = fill.fill_distributions(parse(caffe_pb2, text))
         assert filled.result.rate == pytest.approx(0.5)

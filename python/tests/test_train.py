@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from approx_dropout import nets, train
+from approx_dropout.harness import train
+from approx_dropout.prototxt import nets
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ inline void ExpectPatternStatistics(const std::vector<int>& dropped,
     const std::vector<int>& dp_count, const std::vector<double>& k,
     int trials, double rate) {
   const double sigma = std::sqrt(rate * (1 - rate) / trials);
-  for (int u = 0; u < dropped.size(); ++u) {
+  for (size_t u = 0; u < dropped.size(); ++u) {
     EXPECT_NEAR(dropped[u] / static_cast<double>(trials), rate, 3 * sigma)
         << "unit " << u;
   }
@@ -30,7 +30,7 @@ inline void ExpectPatternStatistics(const std::vector<int>& dropped,
   // zeros); one of them alone leaves nothing to test.
   double stat = 0;
   int df = -1;
-  for (int i = 0; i < k.size(); ++i) {
+  for (size_t i = 0; i < k.size(); ++i) {
     if (k[i] <= 0) {
       EXPECT_EQ(dp_count[i], 0) << "dp = " << i + 1 << " has probability 0";
       continue;

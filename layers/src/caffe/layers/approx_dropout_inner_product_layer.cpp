@@ -140,7 +140,7 @@ void ApproxDropoutInnerProductLayer<Dtype>::LayerSetUp(
   // first iterations pay page faults that a dense layer pays once (and that
   // `caffe time`, which never clears diffs, would count).
   if (Caffe::mode() == Caffe::CPU) {
-    for (int i = 0; i < this->blobs_.size(); ++i) {
+    for (size_t i = 0; i < this->blobs_.size(); ++i) {
       caffe_set(this->blobs_[i]->count(), Dtype(0),
                 this->blobs_[i]->mutable_cpu_diff());
     }

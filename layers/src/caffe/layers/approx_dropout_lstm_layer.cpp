@@ -97,7 +97,7 @@ void ApproxDropoutLSTMLayer<Dtype>::LayerSetUp(
   // RecurrentLayer prefixes the unrolled layers' names with this layer's.
   const string& name = this->layer_param_.name();
   const string input_name = (name.empty() ? "" : name + "_") + "x_transform";
-  for (int i = 0; i < layers.size(); ++i) {
+  for (size_t i = 0; i < layers.size(); ++i) {
     if (string(layers[i]->type()) != "ApproxDropoutInnerProduct") continue;
     ApproxDropoutInnerProductLayer<Dtype>* layer =
         dynamic_cast<ApproxDropoutInnerProductLayer<Dtype>*>(layers[i].get());
@@ -116,7 +116,7 @@ void ApproxDropoutLSTMLayer<Dtype>::FixRecurrentPattern(int dp, int b) {
   CHECK(!h_transforms_.empty()) << "Layer " << this->layer_param_.name()
       << ": FixRecurrentPattern needs recurrent_dropout_ratio > 0";
   recurrent_fixed_ = true;
-  for (int i = 0; i < h_transforms_.size(); ++i) {
+  for (size_t i = 0; i < h_transforms_.size(); ++i) {
     h_transforms_[i]->FixPattern(dp, b);
   }
 }
@@ -129,7 +129,7 @@ void ApproxDropoutLSTMLayer<Dtype>::FixSequencePattern() {
     return;
   }
   const DropoutPattern p = recurrent_sampler_->Sample();
-  for (int i = 0; i < h_transforms_.size(); ++i) {
+  for (size_t i = 0; i < h_transforms_.size(); ++i) {
     h_transforms_[i]->FixPattern(p.dp, p.b);
   }
 }

@@ -236,7 +236,7 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
     filler.Fill(blob_top_);
     caffe_copy(blob_top_->count(), blob_top_->cpu_data(),
                blob_top_->mutable_cpu_diff());
-    for (int i = 0; i < layer.blobs().size(); ++i) {
+    for (size_t i = 0; i < layer.blobs().size(); ++i) {
       caffe_set(layer.blobs()[i]->count(), Dtype(0.25),
                 layer.blobs()[i]->mutable_cpu_diff());
     }
@@ -522,7 +522,7 @@ TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestSeedReproducible) {
     }
   }
   ASSERT_EQ(runs[0].size(), runs[1].size());
-  for (int i = 0; i < runs[0].size(); ++i) {
+  for (size_t i = 0; i < runs[0].size(); ++i) {
     ASSERT_EQ(runs[0][i], runs[1][i]) << "value " << i;
   }
 }
@@ -612,14 +612,14 @@ TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestSharedWeightsAccumulate) {
       std::vector<double> dw, db, dx;
       ref.Backward(data->cpu_data(), net.learnable_params()[0]->cpu_data(),
                    &ones[0], &dw, &db, &dx);
-      for (int i = 0; i < dw.size(); ++i) dw_sum[i] += dw[i];
-      for (int j = 0; j < db.size(); ++j) db_sum[j] += db[j];
+      for (size_t i = 0; i < dw.size(); ++i) dw_sum[i] += dw[i];
+      for (size_t j = 0; j < db.size(); ++j) db_sum[j] += db[j];
     }
-    for (int i = 0; i < dw_sum.size(); ++i) {
+    for (size_t i = 0; i < dw_sum.size(); ++i) {
       EXPECT_NEAR(net.learnable_params()[0]->cpu_diff()[i], dw_sum[i], 2e-4)
           << modes[m] << " dW[" << i << "]";
     }
-    for (int j = 0; j < db_sum.size(); ++j) {
+    for (size_t j = 0; j < db_sum.size(); ++j) {
       EXPECT_NEAR(net.learnable_params()[1]->cpu_diff()[j], db_sum[j], 2e-4)
           << modes[m] << " db[" << j << "]";
     }
@@ -834,7 +834,7 @@ TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestWiredNetEqualsUnwired) {
         }
         values[wired].insert(values[wired].end(), data->cpu_diff(),
                              data->cpu_diff() + data->count());
-        for (int i = 0; i < net.learnable_params().size(); ++i) {
+        for (size_t i = 0; i < net.learnable_params().size(); ++i) {
           const Blob<Dtype>& param = *net.learnable_params()[i];
           values[wired].insert(values[wired].end(), param.cpu_diff(),
                                param.cpu_diff() + param.count());
@@ -842,7 +842,7 @@ TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestWiredNetEqualsUnwired) {
       }
     }
     ASSERT_EQ(values[0].size(), values[1].size());
-    for (int i = 0; i < values[0].size(); ++i) {
+    for (size_t i = 0; i < values[0].size(); ++i) {
       EXPECT_NEAR(values[1][i], values[0][i],
                   1e-4 * std::max(Dtype(1), std::fabs(values[0][i])))
           << layout << " value " << i;

@@ -128,7 +128,7 @@ class ApproxDropoutLSTMLayerTest : public MultiDeviceTest<TypeParam> {
     ref_bottom[0] = &x_ref;
     lstm.SetUp(ref_bottom, ref_top);
     ASSERT_EQ(approx.blobs().size(), lstm.blobs().size());
-    for (int i = 0; i < approx.blobs().size(); ++i) {
+    for (size_t i = 0; i < approx.blobs().size(); ++i) {
       lstm.blobs()[i]->CopyFrom(*approx.blobs()[i]);
     }
     Blob<Dtype>* w_ref = lstm.blobs()[0].get();  // W_xc, 4H x K
@@ -174,7 +174,7 @@ class ApproxDropoutLSTMLayerTest : public MultiDeviceTest<TypeParam> {
     filler.Fill(&dh);
     caffe_copy(h_.count(), dh.cpu_data(), h_.mutable_cpu_diff());
     caffe_copy(h_.count(), dh.cpu_data(), h_ref.mutable_cpu_diff());
-    for (int i = 0; i < approx.blobs().size(); ++i) {
+    for (size_t i = 0; i < approx.blobs().size(); ++i) {
       caffe_set(approx.blobs()[i]->count(), Dtype(0),
                 approx.blobs()[i]->mutable_cpu_diff());
       caffe_set(lstm.blobs()[i]->count(), Dtype(0),
@@ -201,7 +201,8 @@ class ApproxDropoutLSTMLayerTest : public MultiDeviceTest<TypeParam> {
                     factor * lstm.blobs()[0]->cpu_diff()[i], 1e-5) << i;
       }
     }
-    for (int p = 1; p < approx.blobs().size(); ++p) {  // b_c, W_hc, ...
+    const int num_params = approx.blobs().size();
+    for (int p = 1; p < num_params; ++p) {  // b_c, W_hc, ...
       for (int i = 0; i < approx.blobs()[p]->count(); ++i) {
         // W_hc's dropped columns get no gradient, kept ones d/dW_hc' * rs.
         const Dtype factor = p != w_hc || recurrent_ == 0 ? 1
@@ -376,7 +377,7 @@ TYPED_TEST(ApproxDropoutLSTMLayerTest, TestPhaseEqualsLSTM) {
     Blob<Dtype> h_ref;
     vector<Blob<Dtype>*> ref_top(1, &h_ref);
     lstm.SetUp(this->bottom_, ref_top);
-    for (int i = 0; i < approx.blobs().size(); ++i) {
+    for (size_t i = 0; i < approx.blobs().size(); ++i) {
       lstm.blobs()[i]->CopyFrom(*approx.blobs()[i]);
     }
     lstm.Forward(this->bottom_, ref_top);
@@ -433,7 +434,7 @@ TYPED_TEST(ApproxDropoutLSTMLayerTest, TestRecurrentZeroIsInputOnly) {
     }
   }
   ASSERT_EQ(outputs[0].size(), outputs[1].size());
-  for (int i = 0; i < outputs[0].size(); ++i) {
+  for (size_t i = 0; i < outputs[0].size(); ++i) {
     EXPECT_NEAR(outputs[0][i], outputs[1][i], 1e-6) << i;
   }
 }

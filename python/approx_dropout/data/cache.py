@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .caffe_env import REPO_ROOT
+from ..caffe_env import source_checkout
 
 
 class DataError(Exception):
@@ -23,8 +23,16 @@ class DataError(Exception):
 
 
 def data_root() -> Path:
-    """APPROX_DROPOUT_DATA, or data/ in the checkout (ignored by git)."""
-    return Path(os.environ.get("APPROX_DROPOUT_DATA", REPO_ROOT / "data"))
+    """APPROX_DROPOUT_DATA; else data/ of the source checkout this package is
+    imported from (ignored by git); else approx-dropout/data in the user's
+    cache folder (XDG_CACHE_HOME, default ~/.cache)."""
+    if "APPROX_DROPOUT_DATA" in os.environ:
+        return Path(os.environ["APPROX_DROPOUT_DATA"])
+    checkout = source_checkout()
+    if checkout is not None:
+        return checkout / "data"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "approx-dropout" / "data"
 
 
 def fingerprint(files: Iterable[Path], settings: str = "") -> str:

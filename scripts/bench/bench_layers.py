@@ -16,7 +16,7 @@ fc2 + its Dropout against fc2 taking fc1's pattern (ROW, BLOCK), which skips
 the inputs fc1 dropped ("consumer" in the results). Writes JSON, a markdown
 table and a matplotlib plot.
 
-    scripts/bench_layers.py [--sizes 1024 2048 4096] [--rates 0.3 0.5 0.7]
+    scripts/bench/bench_layers.py [--sizes 1024 2048 4096] [--rates 0.3 0.5 0.7]
                             [--repeats 5] [--variants ...] [--out build/bench]
 """
 from __future__ import annotations
@@ -31,11 +31,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "python"))
+from approx_dropout import caffe_env
+from approx_dropout.harness import results as bench_results
+from approx_dropout.prototxt import nets
+from approx_dropout.prototxt.io import write_text_atomic
 
-from approx_dropout import bench_results, caffe_env, nets  # noqa: E402
-from approx_dropout.prototxt_io import write_text_atomic  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 VARIANTS = {  # approx variant -> its stock counterpart
     "row_output": "stock_output",

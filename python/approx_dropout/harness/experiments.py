@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .bench_results import describe_machine
-from .prototxt_io import write_text_atomic
+from ..prototxt.io import write_text_atomic
+from .results import command_line, describe_machine
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,11 @@ class Run:
                 f"_s{self.seed}_i{self.iterations}")
 
 
-def invocation(script: str, argv: list[str] | None, gpu: int | None) -> tuple[str, str]:
-    """(command line, machine line) recorded with every run of an experiment script."""
-    command = " ".join([f"scripts/{script}", *(argv if argv is not None else sys.argv[1:])])
+def invocation(script: str | Path, argv: list[str] | None,
+               gpu: int | None) -> tuple[str, str]:
+    """(command line, machine line) recorded with every run of an experiment
+    script; script is its file (``__file__``), named from its scripts/ folder on."""
+    command = command_line(script, argv if argv is not None else sys.argv[1:])
     return command, f"{describe_machine(gpu)}; {platform.platform()}"
 
 

@@ -10,7 +10,7 @@ row-major tiles), running `caffe time` for the methods in turn, `--repeats`
 times, and prints the median forward-backward time per iteration and the
 ratio stock / approx. Writes JSON, a markdown table and a plot.
 
-    scripts/bench_mlp.py [--hidden 2048 4096] [--rate 0.7] [--repeats 5]
+    scripts/bench/bench_mlp.py [--hidden 2048 4096] [--rate 0.7] [--repeats 5]
                          [--methods rdp rdp_s1 rdp_block rdp_prop tdp tdp_s1_rowmajor]
 """
 from __future__ import annotations
@@ -22,11 +22,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "python"))
+from approx_dropout import caffe_env
+from approx_dropout.harness import caffe_time
+from approx_dropout.harness import results as bench_results
+from approx_dropout.prototxt import nets
+from approx_dropout.prototxt.io import write_text_atomic
 
-from approx_dropout import bench_results, caffe_env, caffe_time, nets  # noqa: E402
-from approx_dropout.prototxt_io import write_text_atomic  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 
 def time_methods(methods: list[str], hidden: int, rate: float, repeats: int,

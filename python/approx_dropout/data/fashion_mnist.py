@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data_cache import DataError, cached_folder, data_root, fingerprint
+from .cache import DataError, cached_folder, data_root, fingerprint
 
 SOURCE_DIR = Path("/usr/share/datasets/fashion-mnist")
 FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),

@@ -26,7 +26,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-PIN_FILE = Path(__file__).resolve().parent.parent / "caffe_patch/caffe_source.txt"
+PIN_FILE = Path(__file__).resolve().parent / "caffe_source.txt"  # beside this script
 STAMP = ".source-sha256"
 EXTRACT_PREFIX = ".extract-"
 

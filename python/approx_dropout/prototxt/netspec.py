@@ -1,7 +1,7 @@
 """NetSpec helpers: build nets with the approximate-dropout layers in pycaffe.
 
     from caffe import layers as L
-    from approx_dropout.netspec import approx_dropout_inner_product
+    from approx_dropout.prototxt.netspec import approx_dropout_inner_product
     n = caffe.NetSpec()
     n.data, n.label = L.HDF5Data(...)
     n.fc1 = approx_dropout_inner_product(n.data, 2048, dropout_ratio=0.5)
@@ -18,7 +18,7 @@ The distribution over dp is searched here (bounded by default) and written
 into the layer, so the prototxt shows what training will sample. Its
 largest dp is capped at the number of units the pattern acts on, which for
 ROW on the input side, TILE and the LSTM depends on the input size: that is
-read from the NetSpec graph (net_shapes) where its data layer states it;
+read from the NetSpec graph (prototxt.shapes) where its data layer states it;
 otherwise pass max_dp (trusted) or use the layer's built-in default
 (distribution=None).
 """
@@ -28,9 +28,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from . import caffe_env, net_shapes
-from .fill_distribution import DEFAULT_MAX_DP, Units, layer_units, trim
-from .pattern_search import check_distribution, search
+from .. import caffe_env
+from ..patterns.search import check_distribution, search
+from . import shapes as net_shapes
+from .fill import DEFAULT_MAX_DP, Units, layer_units, trim
 
 
 def approx_dropout_param(dropout_ratio: float = 0.5, pattern: str = "ROW",

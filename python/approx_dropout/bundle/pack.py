@@ -9,19 +9,19 @@ unpacked bundle as a build folder, and adds:
   driver and runtime libraries, libpython). A check after copying reads each
   ELF file's NEEDED entries (readelf) and fails if one is neither in lib/
   nor a host library.
-- python/approx_dropout/: this package (the runner, bundle_run, is part of it).
+- python/approx_dropout/: this package (the runner, approx_dropout.bundle.run,
+  is part of it).
 - nets/: the benchmark nets (paper Table I MLPs, the 2 x 1500 LSTM LM),
   stock and approximate flavours, DummyData-fed.
 - MANIFEST.json: build facts, the host libraries expected, and the sha256 and
   size of every file; the archive's own sha256 goes to ARCHIVE.sha256.
 
-    python -m approx_dropout.gpu_bundle --build build/cuda --out build/gpu_bundle
+    python -m approx_dropout.bundle.pack --build build/cuda --out build/gpu_bundle
 """
 from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import re
@@ -31,7 +31,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import nets
+from ..prototxt import nets
+from .run import sha256
 
 # Libraries a machine with a CUDA 13 runtime has: the C library family,
 # the C++ runtime, the driver and the CUDA runtime libraries (cuBLAS alone is
@@ -42,7 +43,7 @@ HOST_LIBRARIES = re.compile(
     r"|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas|libcublasLt|libcurand"
     r"|libpython3[.0-9]*)\.so")
 ELF_FILES = ("lib/libcaffe.so", "tools/caffe", "test/caffe_tests", "python/caffe/_caffe.so")
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # approx_dropout/, copied whole
 MLP_HIDDEN = ((1024, 64), (1024, 1024), (2048, 2048), (4096, 4096))  # paper Table I
 MLP_RATE = 0.7
 # the layers' defaults (BLOCK, with and without propagation) beside the
@@ -54,14 +55,6 @@ DEFAULT_MAX_MIB = 60.0
 
 class BundleError(RuntimeError):
     pass
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_host_library(name: str) -> bool:
@@ -204,7 +197,7 @@ def pack(build: Path, out: Path, name: str, max_mib: float = DEFAULT_MAX_MIB,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m approx_dropout.gpu_bundle",
+    parser = argparse.ArgumentParser(prog="python -m approx_dropout.bundle.pack",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--build", type=Path, required=True,
                         help="a Caffe build folder of this project (build/cuda)")
@@ -218,10 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         archive = pack(args.build, args.out, args.name, args.max_mib, args.xz_level)
     except BundleError as err:
-        print(f"gpu_bundle: error: {err}", file=sys.stderr)
+        print(f"bundle.pack: error: {err}", file=sys.stderr)
         return 1
     size = archive.stat().st_size
-    print(f"gpu_bundle: wrote {archive} ({size / 2**20:.1f} MiB, {size} bytes), "
+    print(f"bundle.pack: wrote {archive} ({size / 2**20:.1f} MiB, {size} bytes), "
           f"sha256 in {archive.name}.sha256")
     return 0
 

@@ -16,7 +16,7 @@ from typing import Callable
 
 from google.protobuf import text_format
 
-from . import caffe_env
+from .. import caffe_env
 
 
 @dataclass

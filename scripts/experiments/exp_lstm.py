@@ -6,13 +6,13 @@ the small model (2 x 200, batch 20, 35 steps, vocabulary 10 000) trained for
 a fixed budget at dropout 0.3 / 0.5 / 0.7 with stock Dropout, ROW and TILE,
 reporting validation perplexity (the whole validation split, after each
 tenth of the budget) and wall time per iteration. The speed half, on the
-2 x 1500 model, is scripts/bench_lstm.py.
+2 x 1500 model, is scripts/bench/bench_lstm.py.
 
 Training follows Zaremba et al.'s small model: plain SGD (no momentum),
 lr 1, gradient norm clipped at 5, weights uniform in [-0.1, 0.1]; the budget
 is far shorter than their 13 epochs. Resumable like exp_mlp.py.
 
-    scripts/exp_lstm.py [--quick] [--iterations N] [--rates 0.3 0.5 0.7]
+    scripts/experiments/exp_lstm.py [--quick] [--iterations N] [--rates 0.3 0.5 0.7]
 """
 from __future__ import annotations
 
@@ -21,12 +21,14 @@ import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "python"))
+from approx_dropout import caffe_env
+from approx_dropout.data import text as data_text
+from approx_dropout.data.cache import DataError
+from approx_dropout.harness import experiments, train
+from approx_dropout.prototxt import io as prototxt_io
+from approx_dropout.prototxt import nets
 
-from approx_dropout import caffe_env, data_text, experiments  # noqa: E402
-from approx_dropout import nets, prototxt_io, train  # noqa: E402
-from approx_dropout.data_cache import DataError  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 STEPS, STREAMS, VOCAB = 35, 20, 10000
 LABELS = {"stock": "stock Dropout", "row": "ROW (input)", "tile": "TILE (input)",
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         return {**result.as_dict(), "final_perplexity": ppl[-1], "best_perplexity": min(ppl),
                 "test_perplexity": result.final["test"].perplexity}
 
-    command, machine = experiments.invocation("exp_lstm.py", argv, args.gpu)
+    command, machine = experiments.invocation(__file__, argv, args.gpu)
     experiments.execute(runs, args.out, train_one, machine, command)
     done = experiments.load_runs(args.out)
     lines = ["| p | method | valid perplexity (final) | vs stock | best | test perplexity | "

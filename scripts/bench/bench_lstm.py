@@ -21,7 +21,7 @@ stock time of the reducible layers: input transforms, decoder, Dropout). A
 second table splits the time by layer at the last rate, to show where the
 rest goes. Writes JSON and a plot.
 
-    scripts/bench_lstm.py [--rates 0.3 0.5 0.7] [--hidden 1500] [--repeats 5]
+    scripts/bench/bench_lstm.py [--rates 0.3 0.5 0.7] [--hidden 1500] [--repeats 5]
                           [--methods stock row tile row_rec tile_rec]
 """
 from __future__ import annotations
@@ -33,11 +33,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "python"))
+from approx_dropout import caffe_env
+from approx_dropout.harness import caffe_time
+from approx_dropout.harness import results as bench_results
+from approx_dropout.prototxt import nets
+from approx_dropout.prototxt.io import write_text_atomic
 
-from approx_dropout import bench_results, caffe_env, caffe_time, nets  # noqa: E402
-from approx_dropout.prototxt_io import write_text_atomic  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 # method -> (nets.lm flavour, recurrent dropout at the input rate?)
 METHODS = {"stock": ("stock", False), "row": ("row", False), "tile": ("tile", False),

@@ -25,7 +25,7 @@ from typing import Iterator
 
 from google.protobuf import text_format
 
-from . import caffe_env
+from .. import caffe_env
 
 LOCK_TIMEOUT_S = 60.0
 _LOCK_POLL_S = 0.05

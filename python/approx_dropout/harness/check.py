@@ -10,7 +10,7 @@ data and diff and every parameter's data and diff are finite, and exits; the
 driver records the exit status and what the child printed to stderr.
 
     check_nets([Job(prototxt_text)])                  # from Python: runs the driver
-    python -m approx_dropout.caffe_check < jobs.json  # the driver (JSON in, JSON out)
+    python -m approx_dropout.harness.check < jobs.json  # the driver (JSON in, JSON out)
 
 The driver runs OpenBLAS single-threaded (its worker threads would not
 survive a fork) and with glog at WARNING, so children print errors only.
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from . import caffe_env
+from .. import caffe_env
 
 
 @dataclass
@@ -204,7 +204,8 @@ def driver_env() -> dict[str, str]:
     env["OMP_NUM_THREADS"] = "1"
     env["GLOG_minloglevel"] = "1"      # warnings and errors only (CHECK failures are FATAL)
     env.setdefault("APPROX_DROPOUT_BUILD", str(caffe_env.build_dir()))
-    package_root = str(Path(__file__).resolve().parent.parent)
+    # the folder holding this approx_dropout package, for the driver's import
+    package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     return env
 
@@ -213,11 +214,11 @@ def check_nets(jobs: Sequence[Job], timeout: float = 30.0, workers: int = 2,
                total_timeout: float = 600.0) -> list[Outcome]:
     """Run jobs in a fresh driver process (pycaffe imported once there)."""
     request = {"jobs": [asdict(j) for j in jobs], "timeout": timeout, "workers": workers}
-    proc = subprocess.run([sys.executable, "-m", "approx_dropout.caffe_check"],
+    proc = subprocess.run([sys.executable, "-m", "approx_dropout.harness.check"],
                           input=json.dumps(request), capture_output=True, text=True,
                           env=driver_env(), timeout=total_timeout)
     if proc.returncode != 0:
-        raise RuntimeError(f"caffe_check driver failed (exit {proc.returncode}): "
+        raise RuntimeError(f"harness.check driver failed (exit {proc.returncode}): "
                            f"{proc.stderr.strip()[-3000:]}")
     return [Outcome(**o) for o in json.loads(proc.stdout)]
 

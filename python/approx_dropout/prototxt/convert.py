@@ -36,9 +36,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .fill_distribution import (ROW, DistributionCache, FilledLayer, ShapeOracle, Units,
+from .fill import (ROW, DistributionCache, FilledLayer, ShapeOracle, Units,
                                 fill_layer)
-from .prototxt_io import PrototxtError, caffe_pb2
+from .io import PrototxtError, caffe_pb2
 
 PATTERNS = ("ROW", "TILE")
 PROPAGATE_MODES = ("off", "converted", "all")
@@ -324,14 +324,14 @@ def convert_net(net, max_dp: Optional[int] = None, method: str = "bounded",
                 base: str | os.PathLike[str] | None = None, propagate: str = "converted"):
     """Return (converted NetParameter, ConvertReport); net is not modified.
 
-    max_dp, base: as for fill_distribution.fill_distributions. A chain whose
+    max_dp, base: as for fill.fill_distributions. A chain whose
     converted layer Caffe would refuse (tiles larger than the weight matrix,
     or TILE where the input size is unknown) is refused with the reason.
     propagate: "off", "converted" (wire the patterns of converted ROW layers
     that feed each other through at most a ReLU) or "all" (also make plain
     InnerProducts fed that way skip; see the module's docstring).
     Raises PrototxtError when a chain's dropout ratio gets no distribution
-    the layer would accept (see fill_distribution.fill_layer).
+    the layer would accept (see fill.fill_layer).
     """
     if pattern not in PATTERNS:
         raise PrototxtError(f"pattern must be one of {', '.join(PATTERNS)}, got {pattern!r}")

@@ -11,11 +11,11 @@
          3 seeds, 4 epochs (CPU budget).
   slices the accuracy half of the measurement behind the default
          batch_slices: 2048x2048 at p = 0.7, RDP with 1 ... 8 slices, TDP
-         with 1 and 4, 2 seeds, 2 epochs (speed: scripts/bench_mlp.py).
+         with 1 and 4, 2 seeds, 2 epochs (speed: scripts/bench/bench_mlp.py).
   layout the row layouts and pattern propagation: 2048x2048 at p = 0.7,
          RDP strided (the paper's) and block, each with the default slices
          and one pattern per batch, and with patterns propagated (block and
-         strided); 2 seeds, 2 epochs (speed: scripts/bench_mlp.py).
+         strided); 2 seeds, 2 epochs (speed: scripts/bench/bench_mlp.py).
   demo   the README's main job: 2048x2048 at (0.5, 0.5), stock vs RDP, one
          seed, a short fixed budget; prints the comparison and saves a plot.
 
@@ -26,7 +26,7 @@ the evaluations) and the wall time per training iteration; speedup = median
 stock time per iteration / median approx time, over the runs of this
 experiment. Runs are resumable: finished ones (out/runs/*.json) are skipped.
 
-    scripts/exp_mlp.py rates [--quick] [--seeds 0 1 2] [--iterations N]
+    scripts/experiments/exp_mlp.py rates [--quick] [--seeds 0 1 2] [--iterations N]
 """
 from __future__ import annotations
 
@@ -37,13 +37,14 @@ import statistics
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "python"))
+from approx_dropout import caffe_env
+from approx_dropout.data import fashion_mnist as data_fashion_mnist
+from approx_dropout.data.cache import DataError
+from approx_dropout.harness import experiments, train
+from approx_dropout.prototxt import io as prototxt_io
+from approx_dropout.prototxt import nets
 
-
-from approx_dropout import (caffe_env, data_fashion_mnist,  # noqa: E402
-                            experiments, nets, prototxt_io, train)
-from approx_dropout.data_cache import DataError  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 EPOCH = 469  # iterations of batch 128 over 60 000 images
 SETUPS = {
@@ -271,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         return {**result.as_dict(), "final_accuracy": accuracies[-1],
                 "best_accuracy": max(accuracies)}
 
-    command, machine = experiments.invocation("exp_mlp.py", argv, args.gpu)
+    command, machine = experiments.invocation(__file__, argv, args.gpu)
     if not args.summary_only:
         experiments.execute(runs, out, train_one, machine, command)
     keys = {r.key for r in runs}

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import caffe_env
+from .. import caffe_env
 
 _LAYER = re.compile(r"\]\s+(\S+)\s+(forward|backward): ([0-9.eE+-]+) ms\.$")
 _GLOG_ERROR = re.compile(r"^[EF]\d{4,8} \d\d:")  # glog: severity, [yyyy]mmdd
@@ -107,7 +107,7 @@ def run_rotating(models: dict[str, Path], repeats: int, iterations: int,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m approx_dropout.caffe_time",
+        prog="python -m approx_dropout.harness.caffe_time",
         description="Run `caffe time` on a prototxt and print its per-layer table.")
     parser.add_argument("model", type=Path, help="net prototxt")
     parser.add_argument("--iterations", type=int, default=10)

@@ -13,7 +13,7 @@ weight matrix. So the searched N is capped at the layer's units:
 | ApproxDropoutLSTM TILE | tiles of W_xc: ceil(4 num_output / tile_height) * ceil(K / tile_width) |
 
 K is not in the layer's parameters: it is inferred from the net
-(net_shapes), from the layer's first bottom (an ApproxDropoutInnerProduct
+(prototxt.shapes), from the layer's first bottom (an ApproxDropoutInnerProduct
 may take a second one, its producer's pattern, which does not change K).
 When it cannot be, and the requested N could exceed the units, the caller
 must give N explicitly (--max-dp), which is then trusted. Settings a layer
@@ -27,9 +27,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
-from . import net_shapes
-from .pattern_search import LAYER_RATE_TOLERANCE, SearchError, SearchResult, search
-from .prototxt_io import PrototxtError
+from ..patterns.search import LAYER_RATE_TOLERANCE, SearchError, SearchResult, search
+from . import shapes as net_shapes
+from .io import PrototxtError
 
 APPROX_LAYER_TYPES = ("ApproxDropoutInnerProduct", "ApproxDropoutLSTM")
 DEFAULT_MAX_DP = 16

@@ -6,7 +6,20 @@ import os
 import platform
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
+
+
+def command_line(script: str | os.PathLike[str], args: Sequence[str]) -> str:
+    """The command as run from the checkout's root: the script's path from its
+    scripts/ folder on (scripts/bench/bench_mlp.py), then the arguments. A
+    script outside any scripts/ folder is named by its file name."""
+    parts = Path(script).resolve().parts
+    if "scripts" in parts[:-1]:
+        start = len(parts) - 1 - parts[::-1].index("scripts")
+        name = "/".join(parts[start:])
+    else:
+        name = Path(script).name
+    return " ".join([name, *args])
 
 
 def describe_machine(gpu: int | None = None) -> str:
@@ -26,7 +39,7 @@ def save(out: Path, stem: str, result: dict[str, Any], gpu: int | None,
          plot: Callable[[Path], None]) -> None:
     """Write out/stem.json (with the command line and machine) and out/stem.png."""
     out.mkdir(parents=True, exist_ok=True)
-    record = {"command": " ".join([f"scripts/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+    record = {"command": command_line(sys.argv[0], sys.argv[1:]),
               "machine": describe_machine(gpu), **result}
     (out / f"{stem}.json").write_text(json.dumps(record, indent=1))
     plot(out / f"{stem}.png")

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data_cache import DataError, cached_folder, data_root, fingerprint
+from .cache import DataError, cached_folder, data_root, fingerprint
 
 SOURCE_DIR = Path("/usr/share/doc/python3.11/html/_sources")
 SPLITS = ("train", "valid", "test")

@@ -1,21 +1,23 @@
 """Run an unpacked GPU bundle: its gtests, then stock vs approx `caffe time`.
 
-Made for a GPU machine without package registries (Python standard library
-only, besides this package): checks every file against MANIFEST.json, finds
-the CUDA runtime libraries of the host, runs the new layers' gtests for the
-device (GPUDevice types; CPUDevice with --cpu), then times each group of
+Made for a GPU machine without package registries: it needs the standard
+library only (and of this package harness.caffe_time and caffe_env, which
+need no more; tests check that). Checks every file against MANIFEST.json,
+finds the CUDA runtime libraries of the host, runs the new layers' gtests for
+the device (GPUDevice types; CPUDevice with --cpu), then times each group of
 bundle nets (stock and approximate flavours of one model) with `caffe time`,
 rotating the order, and reports the median time per iteration and the ratio
 stock / approx. Writes OUT/results.json, OUT/results.md, OUT/gtest.xml and
 OUT/run.log. Benchmarks stop, and say so, once --budget seconds have passed.
 
-    python3 -m approx_dropout.bundle_run --bundle DIR --out OUT [--cpu]
+    python3 -m approx_dropout.bundle.run --bundle DIR --out OUT [--cpu]
 """
 from __future__ import annotations
 
 import argparse
 import fnmatch
 import glob
+import hashlib
 import json
 import os
 import platform
@@ -27,8 +29,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from . import caffe_time
-from .gpu_bundle import sha256
+from ..harness import caffe_time
 
 # Ours: the typed tests' device is the /N suffix (0, 1: CPU float/double;
 # 2, 3: GPU float/double); the sampler, search-table and death tests run once.
@@ -47,6 +48,15 @@ CUDA_LIBRARIES = ("libcudart.so.13", "libcublas.so.13", "libcurand.so.10")
 
 class RunError(RuntimeError):
     pass
+
+
+def sha256(path: Path) -> str:
+    """The file's sha256, as MANIFEST.json records it (bundle.pack uses this one too)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class Log:
@@ -206,7 +216,7 @@ def markdown(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m approx_dropout.bundle_run",
+    parser = argparse.ArgumentParser(prog="python3 -m approx_dropout.bundle.run",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", type=Path, required=True, help="the unpacked bundle folder")
     parser.add_argument("--out", type=Path, required=True, help="folder for results and logs")
@@ -246,14 +256,14 @@ def main(argv: list[str] | None = None) -> int:
         benchmarks = run_benchmarks(args.bundle, groups, None if args.cpu else args.gpu,
                                     args.repeats, iterations, deadline, log)
     except RunError as err:
-        log(f"bundle_run: error: {err}")
+        log(f"bundle.run: error: {err}")
         return 1
     results = {"device": device, "host": platform.platform(), "manifest_commit":
                manifest.get("git_commit"), "gtests": gtests, "benchmarks": benchmarks}
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     (args.out / "results.md").write_text(markdown(results))
     failed = gtests["exit_code"] != 0 or any("error" in row for row in benchmarks)
-    log(f"bundle_run: wrote {args.out / 'results.json'}; "
+    log(f"bundle.run: wrote {args.out / 'results.json'}; "
         f"{'FAILED' if failed else 'all passed'}")
     return 1 if failed else 0
 
