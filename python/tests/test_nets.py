@@ -101,14 +101,14 @@ def test_methods_name_their_settings():
 
 def test_method_labels_say_layout_slices_and_propagation():
     assert nets.method_label("stock") == "stock Dropout"
-    assert nets.method_label("rdp") == "RDP, strided, 2 slices (layer default)"
+    assert nets.method_label("rdp") == "RDP, strided, 2 slices (default)"
     assert nets.method_label("rdp_s1") == "RDP, strided, 1 pattern/batch (paper)"
     assert nets.method_label("rdp_s4") == "RDP, strided, 4 slices"
     assert nets.method_label("rdp_paper") == "RDP, strided, paper's dist., 1 pattern/batch"
-    assert nets.method_label("rdp_block") == "RDP, block, 2 slices (layer default)"
+    assert nets.method_label("rdp_block") == "RDP, block, 2 slices (layer defaults)"
     # "(paper)" only for the paper's settings: strided, one pattern per batch
     assert nets.method_label("rdp_block_s1") == "RDP, block, 1 pattern/batch"
-    assert nets.method_label("rdp_prop") == "RDP, block, 2 slices (layer default), propagated"
+    assert nets.method_label("rdp_prop") == "RDP, block, 2 slices (default), propagated"
     assert nets.method_label("rdp_prop_s4") == "RDP, block, 4 slices, propagated"
     assert nets.method_label("rdp_strided_prop_s1") == \
         "RDP, strided, 1 pattern/batch, propagated"

@@ -20,8 +20,9 @@ def python(code: str, *, isolated: bool = False, path: Path = PACKAGE.parent,
            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run code in a fresh interpreter that finds approx_dropout under path.
 
-    isolated: -I, no site-packages at all (the standard library only)."""
-    flags = ["-I"] if isolated else []
+    isolated: -I -S, no site-packages and no .pth hooks at all (the standard
+    library only, as on a bare machine)."""
+    flags = ["-I", "-S"] if isolated else []
     code = f"import sys; sys.path.insert(0, {str(path)!r})\n" + code
     run_env = {k: v for k, v in os.environ.items()
                if k not in ("APPROX_DROPOUT_BUILD", "APPROX_DROPOUT_DATA", "PYTHONPATH")}

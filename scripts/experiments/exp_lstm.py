@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--valid-batches", type=int,
                         help="batches per validation pass (default: the whole split)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--summary-only", action="store_true",
+                        help="run nothing; summarise the runs already finished")
     parser.add_argument("--gpu", type=int, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "scripts" / "results" / "lstm_lm")
     args = parser.parse_args(argv)
@@ -98,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
                 "test_perplexity": result.final["test"].perplexity}
 
     command, machine = experiments.invocation(__file__, argv, args.gpu)
-    experiments.execute(runs, args.out, train_one, machine, command)
+    if not args.summary_only:
+        experiments.execute(runs, args.out, train_one, machine, command)
     done = experiments.load_runs(args.out)
+    summarised = []
     lines = ["| p | method | valid perplexity (final) | vs stock | best | test perplexity | "
              "ms/iter | speedup |", "|---|---|---|---|---|---|---|---|"]
     rows = []
@@ -110,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         for method, rec in recs.items():
             if rec is None or stock is None:  # not run (yet)
                 continue
+            summarised.append(rec)
             res = rec["result"]
             rel = res["final_perplexity"] / stock["result"]["final_perplexity"] - 1
             speed = (stock["result"]["seconds_per_iteration"] / res["seconds_per_iteration"])
@@ -123,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{res.get('test_perplexity', float('nan')):.1f} | "
                          f"{1e3 * res['seconds_per_iteration']:.0f} | {speed:.2f}× |")
     table = "\n".join(lines) + "\n"
+    command = experiments.producing_commands(summarised) or command
     print(table)
     stem = args.out / f"lstm_lm-i{iterations}"  # one set of files per budget
     prototxt_io.write_text_atomic(

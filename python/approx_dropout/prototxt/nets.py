@@ -92,7 +92,9 @@ def method_label(method: str) -> str:
     parts = ["RDP", layout.lower()]
     if settings.paper_distribution:
         parts.append("paper's dist.")
-    parts.append("2 slices (layer default)" if slices is None
+    defaults = layout == "BLOCK" and slices is None and not settings.propagate
+    parts.append("2 slices (layer defaults)" if defaults
+                 else "2 slices (default)" if slices is None
                  else "1 pattern/batch" if slices == 1 else f"{slices} slices")
     if settings.propagate:
         parts.append("propagated")
