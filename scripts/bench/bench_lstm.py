@@ -109,14 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                              "bench_lstm.json beside it")
     args = parser.parse_args(argv)
     if args.summarise:
-        try:
-            text = markdown(json.loads(args.summarise.read_text()))
-        except (OSError, ValueError, KeyError) as err:
-            print(f"bench_lstm: error: {args.summarise}: {err}", file=sys.stderr)
-            return 1
-        write_text_atomic(args.summarise.with_suffix(".md"), text)
-        print(text, end="")
-        return 0
+        return bench_results.write_summary(args.summarise, markdown, "bench_lstm")
     if any(not 0 <= r < 1 for r in args.rates):
         parser.error("--rates must be in [0, 1)")
     if min(args.repeats, args.iterations, args.hidden, args.layers, args.batch,

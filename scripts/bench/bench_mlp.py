@@ -61,15 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                              "bench_mlp.json beside it")
     args = parser.parse_args(argv)
     if args.summarise:
-        try:
-            result = json.loads(args.summarise.read_text())
-            text = markdown(result)
-        except (OSError, ValueError, KeyError) as err:
-            print(f"bench_mlp: error: {args.summarise}: {err}", file=sys.stderr)
-            return 1
-        write_text_atomic(args.summarise.with_suffix(".md"), text)
-        print(text, end="")
-        return 0
+        return bench_results.write_summary(args.summarise, markdown, "bench_mlp")
     if not 0 <= args.rate < 1 or args.repeats < 1 or args.iterations < 1:
         parser.error("--rate must be in [0, 1); --repeats and --iterations >= 1")
     for method in args.methods:

@@ -44,3 +44,20 @@ def save(out: Path, stem: str, result: dict[str, Any], gpu: int | None,
     (out / f"{stem}.json").write_text(json.dumps(record, indent=1))
     plot(out / f"{stem}.png")
     print(f"wrote {out / (stem + '.json')} and {out / (stem + '.png')}")
+
+
+def write_summary(json_path: Path, markdown: Callable[[dict[str, Any]], str],
+                  tool: str) -> int:
+    """A benchmark's --summarise: the markdown of an earlier JSON result,
+    written beside it and printed; the exit status (1 on an unreadable or
+    malformed file, with one line on stderr)."""
+    from ..prototxt.io import write_text_atomic
+
+    try:
+        text = markdown(json.loads(json_path.read_text()))
+    except (OSError, ValueError, KeyError) as err:
+        print(f"{tool}: error: {json_path}: {err}", file=sys.stderr)
+        return 1
+    write_text_atomic(json_path.with_suffix(".md"), text)
+    print(text, end="")
+    return 0
