@@ -36,6 +36,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from . import shapes as net_shapes
 from .fill import (ROW, DistributionCache, FilledLayer, ShapeOracle, Units,
                                 fill_layer)
 from .io import PrototxtError, caffe_pb2
@@ -212,12 +213,6 @@ def _unique_blob_name(net, wanted: str, taken: set[str]) -> str:
     return name
 
 
-def _canonical_axis(axis: int, rank: int | None) -> int | None:
-    if axis >= 0:
-        return axis
-    return axis + rank if rank is not None else None
-
-
 def _wiring_problem(net, flow: _Dataflow, producer: int, relu: int | None,
                     consumer: int) -> str:
     """Why the consumer may not take the producer's pattern, or ""."""
@@ -240,7 +235,7 @@ def _wiring_problem(net, flow: _Dataflow, producer: int, relu: int | None,
     p_axis = p_layer.inner_product_param.axis
     c_axis = c_layer.inner_product_param.axis
     rank = p_axis + 1 if p_axis >= 0 else None
-    if p_axis != c_axis and (_canonical_axis(c_axis, rank) != p_axis or rank is None):
+    if p_axis != c_axis and (rank is None or net_shapes.canonical_axis(c_axis, rank) != p_axis):
         return (f"{c_layer.name!r} has axis {c_axis} and {p_layer.name!r} axis {p_axis}, "
                 f"so its input size is not the {p_layer.name!r}'s num_output")
     blob = c_layer.bottom[0]

@@ -127,6 +127,13 @@ def _set_fields(message, fields: Optional[dict[str, Any]]) -> None:
             setattr(message, name, value)
 
 
+def _approx(layer, rate: float, *fields: Optional[dict[str, Any]]) -> None:
+    """Set layer's approx_dropout_param: the rate, then each dict of fields."""
+    layer.approx_dropout_param.dropout_ratio = rate
+    for extra in fields:
+        _set_fields(layer.approx_dropout_param, extra)
+
+
 def _layer(net, name: str, layer_type: str, bottoms: Iterable[str] = (),
            tops: Iterable[str] = (), phase: Optional[str] = None):
     """A new layer of net; phase ("TRAIN" / "TEST"): only in that phase."""
@@ -238,13 +245,9 @@ def _mlp(flavour: str, hidden: tuple[int, ...] = (2048, 2048),
                 param.shuffle = True
 
     def approx_param(layer, rate: float) -> None:
-        param = layer.approx_dropout_param
-        param.dropout_ratio = rate
-        if flavour == "rdp":
-            _set_fields(param, {"pattern": "ROW", "side": "OUTPUT"})
-        else:
-            _set_fields(param, {"pattern": "TILE"})
-        _set_fields(param, approx_fields)
+        pattern = ({"pattern": "ROW", "side": "OUTPUT"} if flavour == "rdp"
+                   else {"pattern": "TILE"})
+        _approx(layer, rate, pattern, approx_fields)
 
     def fully_connected(name: str, bottoms: list[str], tops: list[str], num_output: int,
                         layer_type: str = "InnerProduct"):
@@ -327,8 +330,7 @@ def layer_pair(variant: str, size: int, rate: float, batch: int = 128) -> str:
         _layer(net, name, "Dropout", [bottom], [top]).dropout_param.dropout_ratio = rate
 
     def approx(layer, fields: dict[str, str]) -> None:
-        layer.approx_dropout_param.dropout_ratio = rate
-        _set_fields(layer.approx_dropout_param, fields)
+        _approx(layer, rate, fields)
 
     if variant == "stock_output":
         fc("fc", ["data"], ["fc"])
@@ -416,12 +418,8 @@ def lm(flavour: str, hidden: int = 1500, num_layers: int = 2, rate: float = 0.5,
     def approx(layer, extra: Optional[dict[str, Any]] = None) -> None:
         if flavour == "stock":
             return
-        param = layer.approx_dropout_param
-        param.dropout_ratio = rate
-        if flavour == "tile":
-            _set_fields(param, {"pattern": "TILE"})
-        _set_fields(param, approx_fields)
-        _set_fields(param, extra)
+        _approx(layer, rate, {"pattern": "TILE"} if flavour == "tile" else None,
+                approx_fields, extra)
 
     recurrent_fields: dict[str, Any] = {}
     if recurrent:

@@ -174,11 +174,12 @@ void ApproxDropoutInnerProductLayer<Dtype>::Reshape(
     pattern_shape[0] = batch_slices_;
     pattern_shape[1] = kPatternColumns;
     top[1]->Reshape(pattern_shape);
-    // Written now too, so that consumers can check the wiring at setup.
-    WritePatternTop(top[1]);
-    // Registered by its data, which a reallocating Reshape replaces.
+    // Registered by its data, which a reallocating Reshape replaces; new data
+    // is written at once (forward writes it after that), so that consumers
+    // set up next can check the wiring.
     const void* data = top[1]->data().get();
     if (data != pattern_top_) {
+      WritePatternTop(top[1]);
       boost::mutex::scoped_lock lock(pattern_tops_mutex);
       ForgetPatternTop(pattern_top_, this->layer_param_.name());
       pattern_top_ = data;
