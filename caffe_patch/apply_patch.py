@@ -67,6 +67,95 @@ EDITS: tuple[Edit, ...] = (
          inserted="// " + MARK + "\n" + _proto_message(),
          applied=r"^// " + MARK + r"\n(?:.*\n)*?message ApproxDropoutParameter \{\n"
                  r"(?:.*\n)*?\}\n\n*"),
+    Edit("src/caffe/proto/caffe.proto",
+         "the approx_dropout_param field of SolverParameter (how SGD and "
+         "Nesterov update nets with approximate dropout layers)",
+         r"^(  optional float clip_gradients = 35 \[default = -1\];\n)",
+         r"\1  optional ApproxDropoutSolverParameter approx_dropout_param = 1805;"
+         "  // " + MARK + "\n",
+         "ApproxDropoutSolverParameter approx_dropout_param = 1805;"),
+    Edit("include/caffe/solver.hpp",
+         "hooks for an update that defers what approximate dropout skipped: "
+         "started and ended by Step, brought up to date before a TEST pass "
+         "or a snapshot",
+         r"^(  virtual void ApplyUpdate\(\) = 0;\n)",
+         r"\1  // " + MARK + ": an update that defers the parts of the\n"
+         "  // parameters that approximate dropout layers skipped (SGDSolver).\n"
+         "  // Begin returns true when it has cleared the diffs itself; Sync\n"
+         "  // brings every deferred part up to date; End also stops deferring.\n"
+         "  virtual bool BeginDeferredUpdate() { return false; }\n"
+         "  virtual void SyncDeferredUpdate() {}\n"
+         "  virtual void EndDeferredUpdate() {}\n",
+         MARK + ": an update that defers"),
+    Edit("src/caffe/solver.cpp",
+         "Step starts the deferred update and ends it however it returns",
+         r"^(  smoothed_loss_ = 0;\n)",
+         r"\1  // " + MARK + ": a deferred update (SGDSolver with\n"
+         "  // approximate dropout layers) is brought up to date and stopped\n"
+         "  // whenever Step returns; it clears the diffs it uses itself.\n"
+         "  struct DeferredUpdateScope {\n"
+         "    Solver* solver;\n"
+         "    ~DeferredUpdateScope() { solver->EndDeferredUpdate(); }\n"
+         "  } deferred_update_scope = {this};\n"
+         "  const bool deferred_update = BeginDeferredUpdate();\n",
+         MARK + ": a deferred update (SGDSolver"),
+    Edit("src/caffe/solver.cpp",
+         "a deferred update keeps the diffs it uses cleared itself",
+         r"^    net_->ClearParamDiffs\(\);\n",
+         "    if (!deferred_update) net_->ClearParamDiffs();  // " + MARK + "\n",
+         "if (!deferred_update) net_->ClearParamDiffs();"),
+    Edit("src/caffe/solver.cpp",
+         "a TEST pass reads every weight: deferred parts are brought up to "
+         "date first",
+         r"^(void Solver<Dtype>::TestAll\(\) \{\n)",
+         r"\1  SyncDeferredUpdate();  // " + MARK + ": test nets read all weights\n",
+         MARK + ": test nets read all weights"),
+    Edit("src/caffe/solver.cpp",
+         "a snapshot writes every weight and history: deferred parts are "
+         "brought up to date first",
+         r"^(void Solver<Dtype>::Snapshot\(\) \{\n  CHECK\(Caffe::root_solver\(\)\);\n)",
+         r"\1  SyncDeferredUpdate();  // " + MARK + ": weights and history current\n",
+         MARK + ": weights and history current"),
+    Edit("include/caffe/sgd_solvers.hpp",
+         "SGDSolver holds the deferred update (layers/…/approx_dropout_lazy_update)",
+         r"^(template <typename Dtype>\nclass SGDSolver : public Solver<Dtype> \{\n)",
+         "template <typename Dtype> class ApproxDropoutLazyUpdate;  // " + MARK +
+         "\n\n" r"\1",
+         "class ApproxDropoutLazyUpdate;  // " + MARK),
+    Edit("include/caffe/sgd_solvers.hpp",
+         "SGDSolver's deferred-update hooks and state",
+         r"^(  vector<shared_ptr<Blob<Dtype> > > history_, update_, temp_;\n)",
+         r"\1  // " + MARK + ": the update that skips what approximate\n"
+         "  // dropout layers skipped (defined in approx_dropout_lazy_update.cpp).\n"
+         "  virtual bool BeginDeferredUpdate();\n"
+         "  virtual void SyncDeferredUpdate();\n"
+         "  virtual void EndDeferredUpdate();\n"
+         "  bool ApplyDeferredUpdate(Dtype rate);\n"
+         "  shared_ptr<ApproxDropoutLazyUpdate<Dtype> > lazy_update_;\n",
+         MARK + ": the update that skips"),
+    Edit("src/caffe/solvers/sgd_solver.cpp",
+         "ApplyUpdate hands the step to the deferred update when one runs",
+         r"^  ClipGradients\(\);\n"
+         r"  for \(int param_id = 0; param_id < this->net_->learnable_params\(\)\.size\(\);\n"
+         r"       \+\+param_id\) \{\n"
+         r"    Normalize\(param_id\);\n"
+         r"    Regularize\(param_id\);\n"
+         r"    ComputeUpdateValue\(param_id, rate\);\n"
+         r"  \}\n"
+         r"  this->net_->Update\(\);\n",
+         "  // " + MARK + ": inside Step, with approximate dropout layers,\n"
+         "  // the deferred update does all of the below in one pass.\n"
+         "  if (!ApplyDeferredUpdate(rate)) {\n"
+         "    ClipGradients();\n"
+         "    for (int param_id = 0;\n"
+         "         param_id < this->net_->learnable_params().size(); ++param_id) {\n"
+         "      Normalize(param_id);\n"
+         "      Regularize(param_id);\n"
+         "      ComputeUpdateValue(param_id, rate);\n"
+         "    }\n"
+         "    this->net_->Update();\n"
+         "  }\n",
+         MARK + ": inside Step, with approximate"),
     Edit("src/caffe/common.cpp",
          "CUDA 13 removed cudaDeviceProp::clockRate, deviceOverlap and "
          "kernelExecTimeoutEnabled; read them with cudaDeviceGetAttribute",

@@ -48,6 +48,20 @@ def build_dir() -> Path:
     return checkout / "build" / "cpu"
 
 
+def caffe_source_dir(build: Path | None = None) -> Path:
+    """The Caffe source tree a build compiled (its models/ and examples/ hold
+    BVLC's own nets), as the build's configure step recorded it."""
+    record = (build or build_dir()) / "caffe_source_dir.txt"
+    try:
+        source = Path(record.read_text().strip())
+    except OSError as err:
+        raise CaffeNotBuiltError(f"{record}: {err.strerror}; run scripts/build.sh") from err
+    if not (source / "models").is_dir():
+        raise CaffeNotBuiltError(f"{source} (named by {record}) has no models/ folder; "
+                                 f"run scripts/build.sh")
+    return source
+
+
 def pycaffe_dir(build: Path | None = None) -> Path:
     path = (build or build_dir()) / "python"
     if not (path / "caffe" / "proto" / "caffe_pb2.py").is_file():

@@ -142,3 +142,47 @@ def test_exp_lstm_tiny(tmp_path):
     assert [r["method"] for r in summary["rows"]] == ["stock", "row", "tile"]
     assert all(r["final_perplexity"] > 1 for r in summary["rows"])
     assert (tmp_path / "lstm_lm-i2.png").stat().st_size > 0
+
+
+def test_bench_train_tiny(tmp_path):
+    # caffe train on a tiny MLP and on CaffeNet's real classifier head (from
+    # Caffe's source, converted by approx-dropout convert) at batch 2
+    proc = run("bench/bench_train.py", "--configs", "mlp", "caffenet", "--hidden", "64",
+               "--rates", "0.7", "--caffenet-batches", "2", "--repeats", "1",
+               "--warmup", "1", "--measure", "3", "--time-iterations", "2",
+               "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "bench_train.json").read_text())
+    mlp, head = result["rows"]
+    assert mlp["config"] == "mlp 784-64-64-10 p=0.7"
+    assert set(mlp["train_ratio"]) == {"stock", "stock_fused", "approx_stock", "approx",
+                                       "approx_unwired"}
+    assert all(ms > 0 for ms in mlp["train_median_ms"].values())
+    # each variant ran the update it names
+    log = mlp["update_log"]
+    assert log["stock"] == ""  # a stock net under AUTO: Caffe's code, nothing said
+    assert "fused update: 0 parameter(s) cell by cell" in log["stock_fused"]
+    assert "Caffe's own update for this solver: approx_dropout_param" in log["approx_stock"]
+    assert "deferred update: 6 parameter(s) cell by cell" in log["approx"]
+    assert head["net"] == "CaffeNet fc6-fc8" and head["batch"] == 2 and head["rate"] == 0.5
+    assert head["converted"] == ["fc6 -> relu6 -> drop6", "fc7 -> relu7 -> drop7"]
+    assert "deferred update: 4 parameter(s) cell by cell" in head["update_log"]["approx"]
+    table = (tmp_path / "bench_train.md").read_text().splitlines()
+    assert table[6].startswith("| net | batch | p | stock Caffe ms | stock net, fused update |")
+    assert table[8].startswith("| 784-64-64-10 | 128 | 0.7 | ")
+    assert table[9].startswith("| CaffeNet fc6-fc8 | 2 | 0.5 | ")
+
+
+def test_bench_train_reads_both_glog_formats():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "bench_train", REPO / "scripts" / "bench" / "bench_train.py")
+    bench_train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_train)
+    log = ("I1201 23:59:59.500000  42 solver.cpp:218] Iteration 3, loss = 2.3\n"
+           "I20261202 00:00:00.250000  42 solver.cpp:239] Iteration 4 (1.3 iter/s, "
+           "0.7s/1 iters), loss = 2.2\n"
+           "I1202 00:00:00.300000  42 sgd_solver.cpp:106] Iteration 4, lr = 0.01\n")
+    times = bench_train.iteration_times(log)
+    assert set(times) == {3, 4}
+    assert times[4] - times[3] == pytest.approx(0.75)  # across midnight

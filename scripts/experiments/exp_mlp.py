@@ -46,6 +46,7 @@ from approx_dropout.prototxt import io as prototxt_io
 from approx_dropout.prototxt import nets
 
 REPO = Path(__file__).resolve().parents[2]
+UPDATES = ("AUTO", "STOCK", "FUSED")  # approx_dropout_param.update of the solver
 
 EPOCH = 469  # iterations of batch 128 over 60 000 images
 SETUPS = {
@@ -229,6 +230,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="TEST batches of 100 per evaluation (default: all 10 000)")
     parser.add_argument("--summary-only", action="store_true",
                         help="run nothing; summarise the runs already finished")
+    parser.add_argument("--update", choices=UPDATES, default="AUTO",
+                        help="the solver's approx_dropout_param.update: AUTO (default: "
+                             "defer the update of what the layers skipped), STOCK "
+                             "(Caffe's own), FUSED (one pass, nothing deferred); runs "
+                             "are keyed without it, so give each its own --out")
     parser.add_argument("--gpu", type=int, default=None)
     parser.add_argument("--out", type=Path, help="default: scripts/results/mlp_<experiment> "
                                                  "(demo: build/demo)")
@@ -268,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     def train_one(run: experiments.Run, progress) -> dict:
         text = net_text(run.method, hidden_of[run.model], run.rate, lists)
         result = train.train(text, run.iterations, test_every, args.test_iter,
-                             train.SolverSettings(seed=run.seed), args.gpu, progress)
+                             train.SolverSettings(seed=run.seed, update=args.update),
+                             args.gpu, progress)
         accuracies = [e.accuracy for e in result.evaluations]
         return {**result.as_dict(), "final_accuracy": accuracies[-1],
                 "best_accuracy": max(accuracies)}

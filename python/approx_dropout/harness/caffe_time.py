@@ -73,12 +73,11 @@ def caffe_binary(build: Path | None = None) -> Path:
     return path
 
 
-def run(model: Path, iterations: int = 10, phase: str = "TRAIN",
-        gpu: int | None = None, build: Path | None = None) -> Timing:
-    if not Path(model).is_file():
-        raise CaffeTimeError(f"{model}: no such prototxt")
-    cmd = [str(caffe_binary(build)), "time", f"-model={model}",
-           f"-iterations={iterations}", f"-phase={phase}"]
+def run_tool(args: list[str], what: str, gpu: int | None = None,
+             build: Path | None = None) -> str:
+    """Run `caffe ARGS...` (with -gpu when given) and return its glog output;
+    CaffeTimeError names `what` and glog's first error line on failure."""
+    cmd = [str(caffe_binary(build)), *args]
     if gpu is not None:
         cmd.append(f"-gpu={gpu}")
     env = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0")
@@ -87,9 +86,17 @@ def run(model: Path, iterations: int = 10, phase: str = "TRAIN",
         # glog's fatal/error lines say why; the stack trace after them does not
         why = [ln for ln in proc.stderr.splitlines() if _GLOG_ERROR.match(ln)]
         detail = why[0] if why else "\n".join(proc.stderr.splitlines()[-5:])
-        raise CaffeTimeError(f"caffe time failed on {model} "
+        raise CaffeTimeError(f"caffe {args[0]} failed on {what} "
                              f"(exit {proc.returncode}): {detail}")
-    return parse(proc.stderr)
+    return proc.stderr
+
+
+def run(model: Path, iterations: int = 10, phase: str = "TRAIN",
+        gpu: int | None = None, build: Path | None = None) -> Timing:
+    if not Path(model).is_file():
+        raise CaffeTimeError(f"{model}: no such prototxt")
+    return parse(run_tool(["time", f"-model={model}", f"-iterations={iterations}",
+                           f"-phase={phase}"], str(model), gpu, build))
 
 
 def run_rotating(models: dict[str, Path], repeats: int, iterations: int,

@@ -54,6 +54,9 @@ class SolverSettings:
     stepsize: int = 0
     clip_gradients: float = -1         # global L2 norm; < 0: off
     seed: int = 0
+    # approx_dropout_param.update: AUTO (defer what approximate layers
+    # skipped), STOCK (Caffe's own update) or FUSED (one pass, nothing deferred)
+    update: str = "AUTO"
 
 
 def solver_text(net_path: Path, iterations: int, settings: SolverSettings,
@@ -79,6 +82,8 @@ def solver_text(net_path: Path, iterations: int, settings: SolverSettings,
     sp.snapshot = 0
     sp.snapshot_after_train = False
     sp.solver_mode = sp.GPU if gpu else sp.CPU
+    sp.approx_dropout_param.update = pb2.ApproxDropoutSolverParameter.Update.Value(
+        settings.update)
     return text_format.MessageToString(sp)
 
 

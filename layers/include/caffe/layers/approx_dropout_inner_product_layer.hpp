@@ -13,6 +13,8 @@
 
 namespace caffe {
 
+template <typename Dtype> class ApproxDropoutLazyParam;
+
 /**
  * @brief InnerProduct fused with Approximate Random Dropout (Song et al.,
  *        arXiv:1805.08939): each TRAIN iteration samples a regular pattern
@@ -79,6 +81,14 @@ class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
   // The plan of the last forward pass (GEMM groups of every slice).
   const ApproxDropoutPlan& plan() const { return plan_; }
 
+  // The solver's deferred update (approx_dropout_lazy_update.hpp) of blob i
+  // (0 weights, 1 bias), or NULL: forward brings the cells it reads up to
+  // date, backward reports the cells whose diff it wrote.
+  void set_lazy_param(int blob_index, ApproxDropoutLazyParam<Dtype>* lazy);
+  // Cell sizes (rows x columns of blob i; a bias is N x 1) fine enough that
+  // whole cells cover this layer's kept parts with little excess.
+  void LazyCells(int blob_index, int* cell_rows, int* cell_cols) const;
+
   // The pattern top's columns, and its layout code for a layer whose
   // outputs are not dropped (a consumer refuses such a pattern).
   enum { kPatternColumns = 4, kNotDropped = -1 };
@@ -104,6 +114,9 @@ class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
       const vector<Blob<Dtype>*>& top, const vector<bool>& propagate_down,
       const vector<Blob<Dtype>*>& bottom);
   int units() const;
+  // The plan's parts of the weights and bias: caught up (before reading
+  // them) or reported written (after backward wrote their diff).
+  void VisitLazyParams(bool written, bool weights, bool bias);
 
   int M_, K_, N_;
   bool bias_term_;
@@ -124,6 +137,7 @@ class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
   // Preallocated compact operands (no allocation per iteration; memory is
   // taken only when a pattern first uses a buffer).
   Blob<Dtype> x_buf_, w_buf_, y_buf_, dw_buf_;
+  vector<ApproxDropoutLazyParam<Dtype>*> lazy_;
 };
 
 }  // namespace caffe

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <map>
 #include <string>
 #include <vector>
@@ -5,6 +6,7 @@
 #include "boost/thread/mutex.hpp"
 #include "caffe/filler.hpp"
 #include "caffe/layers/approx_dropout_inner_product_layer.hpp"
+#include "caffe/util/approx_dropout_lazy_update.hpp"
 #include "caffe/util/math_functions.hpp"
 
 namespace caffe {
@@ -310,6 +312,7 @@ void ApproxDropoutInnerProductLayer<Dtype>::ForwardWith(
   plan_.Plan(shape_, M_, slice_patterns_,
              propagated_ ? &input_patterns_ : NULL, input_block_);
   if (top.size() > 1) WritePatternTop(top[1]);
+  VisitLazyParams(false, true, bias_term_);
   const Dtype* x = gpu ? bottom[0]->gpu_data() : bottom[0]->cpu_data();
   const Dtype* w = gpu ? this->blobs_[0]->gpu_data()
                        : this->blobs_[0]->cpu_data();
@@ -451,6 +454,63 @@ void ApproxDropoutInnerProductLayer<Dtype>::BackwardWith(
   }
   if (db && !drops_outputs_) {
     ops.add_column_sums(M_, N_, Dtype(1), dy, N_, db, 1);
+  }
+  VisitLazyParams(true, weight_grad, bias_grad);
+}
+
+template <typename Dtype>
+void ApproxDropoutInnerProductLayer<Dtype>::set_lazy_param(
+    int blob_index, ApproxDropoutLazyParam<Dtype>* lazy) {
+  CHECK(blob_index >= 0 && blob_index < static_cast<int>(this->blobs_.size()))
+      << "Layer " << this->layer_param_.name() << ": no parameter blob "
+      << blob_index;
+  lazy_.resize(this->blobs_.size(), NULL);
+  lazy_[blob_index] = lazy;
+}
+
+template <typename Dtype>
+void ApproxDropoutInnerProductLayer<Dtype>::LazyCells(
+    int blob_index, int* cell_rows, int* cell_cols) const {
+  // A dimension that BLOCK patterns cut in ~128 cells (a kept block then
+  // takes at most two partial cells), tiles for TILE, single units for
+  // STRIDED, and the whole dimension where every unit is always read.
+  const int fine_n = std::max(1, (N_ + 127) / 128);
+  const int fine_k = std::max(1, (K_ + 127) / 128);
+  const bool drops = sampler_->dropout_ratio() > 0;
+  int rows = N_, cols = K_;
+  if (shape_.tile) {
+    rows = shape_.tile_height;
+    cols = shape_.tile_width;
+  } else if (shape_.input_side) {
+    if (drops) cols = shape_.block_layout ? fine_k : 1;
+  } else {
+    if (drops) rows = shape_.block_layout ? fine_n : 1;
+    // The producer's layout is known once its pattern top was checked.
+    if (propagated_) cols = input_block_ || !pattern_checked_ ? fine_k : 1;
+  }
+  *cell_rows = rows;
+  *cell_cols = blob_index == 0 ? cols : 1;
+}
+
+template <typename Dtype>
+void ApproxDropoutInnerProductLayer<Dtype>::VisitLazyParams(bool written,
+    bool weights, bool bias) {
+  ApproxDropoutLazyParam<Dtype>* w =
+      weights && lazy_.size() > 0 ? lazy_[0] : NULL;
+  ApproxDropoutLazyParam<Dtype>* b = bias && lazy_.size() > 1 ? lazy_[1] : NULL;
+  if (!w && !b) return;
+  const BlockStride one = BlockStride::All(1);
+  for (int c = 0; c < plan_.num_classes(); ++c) {
+    for (const ApproxDropoutGroup& g : plan_.cls(c).groups) {
+      if (w) written ? w->MarkWritten(g.out, g.in) : w->CatchUp(g.out, g.in);
+      if (b && drops_outputs_) {
+        written ? b->MarkWritten(g.out, one) : b->CatchUp(g.out, one);
+      }
+    }
+  }
+  if (b && !drops_outputs_) {
+    const BlockStride all = BlockStride::All(N_);
+    written ? b->MarkWritten(all, one) : b->CatchUp(all, one);
   }
 }
 
