@@ -5,7 +5,9 @@ Every configuration is trained by `caffe train` (SGD, lr 0.01, momentum 0.9,
 weight_decay 5e-4, DummyData input, no TEST net, no snapshot) in each variant
 in turn, the order rotated every repeat. An iteration's time is the spacing of
 glog's timestamps on the solver's per-iteration display lines after the warm-up
-iterations (setup and the first iterations excluded); medians of --repeats.
+iterations (setup and the first iterations excluded; so is the deferred
+update's one catch-up when Step returns, which a long run spreads over all its
+iterations); medians of --repeats.
 A variant is a net and the solver's approx_dropout_param.update:
 
   stock         stock Caffe: InnerProduct + ReLU + Dropout, Caffe's own update

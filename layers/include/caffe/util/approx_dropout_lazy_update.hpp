@@ -38,8 +38,10 @@ class ApproxDropoutLazyParam {
                          const std::string& name, int cell_rows,
                          int cell_cols, Dtype lr_mult, Dtype decay_mult);
 
-  // Before a layer reads param[rows, cols]: brings those cells up to date.
+  // Before a layer reads param[rows, cols]: queues those cells' catch-up;
+  // FinishCatchUp runs the queue (one pass, one kernel on the GPU).
   void CatchUp(const BlockStride& rows, const BlockStride& cols);
+  void FinishCatchUp();
   // After a layer's backward wrote the diff in [rows, cols]: those cells are
   // updated by this iteration's step; every other cell's diff stays zero.
   void MarkWritten(const BlockStride& rows, const BlockStride& cols);

@@ -512,6 +512,10 @@ void ApproxDropoutInnerProductLayer<Dtype>::VisitLazyParams(bool written,
     const BlockStride all = BlockStride::All(N_);
     written ? b->MarkWritten(all, one) : b->CatchUp(all, one);
   }
+  if (!written) {
+    if (w) w->FinishCatchUp();
+    if (b) b->FinishCatchUp();
+  }
 }
 
 template <typename Dtype>

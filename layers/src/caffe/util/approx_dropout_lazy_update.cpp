@@ -67,6 +67,7 @@ void ApproxDropoutLazyParam<Dtype>::CellsOf(const BlockStride& set, int cell,
   out->clear();
   const int n = set.size();
   if (n == 0) return;
+  CHECK_LE(set.dim, num_cells * cell) << "a set larger than the parameter";
   if (set.contiguous()) {
     for (int c = set[0] / cell; c <= set[n - 1] / cell; ++c) out->push_back(c);
     return;
@@ -141,6 +142,10 @@ void ApproxDropoutLazyParam<Dtype>::CatchUp(const BlockStride& rows,
   CellsOf(rows, cell_rows_, row_cells_, &row_list_);
   CellsOf(cols, cell_cols_, col_cells_, &col_list_);
   for (int r : row_list_) QueueCatchUp(r, col_list_);
+}
+
+template <typename Dtype>
+void ApproxDropoutLazyParam<Dtype>::FinishCatchUp() {
   Flush(false, Dtype(0));
 }
 
@@ -290,6 +295,8 @@ ApproxDropoutLazyUpdate<Dtype>::ApproxDropoutLazyUpdate(
     reason_ = "iter_size > 1";
   } else if (param.debug_info()) {
     reason_ = "debug_info (prints every parameter each iteration)";
+  } else if (param.snapshot_diff()) {
+    reason_ = "snapshot_diff (snapshots Caffe's last update, kept in the diffs)";
   } else if (Caffe::solver_count() > 1) {
     reason_ = "several solvers (multi-GPU)";
   }
@@ -326,7 +333,11 @@ ApproxDropoutLazyUpdate<Dtype>::ApproxDropoutLazyUpdate(
       ApproxDropoutInnerProductLayer<Dtype>* layer =
           dynamic_cast<ApproxDropoutInnerProductLayer<Dtype>*>(
               net->layers()[users[i][u].first].get());
-      lazy = layer != NULL && users[i][u].second <= 1;
+      // Every user must see the owner's rows x cols (share_mode PERMISSIVE
+      // lets shapes differ when the counts agree).
+      lazy = layer != NULL && users[i][u].second <= 1 &&
+          net->layers()[users[i][u].first]->blobs()[users[i][u].second]
+              ->shape() == params[i]->shape();
       if (!lazy) break;
       int r, c;
       layer->LazyCells(users[i][u].second, &r, &c);
