@@ -13,7 +13,10 @@ from conftest import REPO
 
 APPLY = REPO / "caffe_patch/apply_patch.py"
 TOUCHED = ["src/caffe/proto/caffe.proto", "src/caffe/common.cpp",
-           "src/caffe/net.cpp", "python/caffe/io.py"]
+           "src/caffe/net.cpp", "python/caffe/io.py",
+           # the deferred update's solver hooks
+           "include/caffe/solver.hpp", "src/caffe/solver.cpp",
+           "include/caffe/sgd_solvers.hpp", "src/caffe/solvers/sgd_solver.cpp"]
 
 
 def apply(tree: Path, *flags: str) -> subprocess.CompletedProcess:
@@ -44,7 +47,7 @@ def test_applies_once_then_is_a_noop(tree):
     first = apply(tree)
     assert first.returncode == 0, first.stderr
     assert "brocolli-caffe 9.0.2" in first.stdout
-    assert "4 file(s) changed" in first.stdout
+    assert "8 file(s) changed" in first.stdout
     after_first = snapshot(tree)
     changed = sorted(k for k in before if before[k] != after_first[k])
     assert changed == sorted(TOUCHED)
@@ -53,7 +56,7 @@ def test_applies_once_then_is_a_noop(tree):
     second = apply(tree)
     assert second.returncode == 0, second.stderr
     assert "0 file(s) changed" in second.stdout
-    assert second.stdout.count("already applied") == 6
+    assert second.stdout.count("already applied") == 15
     assert snapshot(tree) == after_first
     assert apply(tree, "--check").returncode == 0
 
@@ -63,6 +66,13 @@ def test_patched_proto_has_the_message_and_field(tree):
     proto = (tree / "src/caffe/proto/caffe.proto").read_text()
     assert proto.count("optional ApproxDropoutParameter approx_dropout_param = 1805;") == 1
     assert proto.count("message ApproxDropoutParameter {") == 1
+    assert proto.count("optional ApproxDropoutSolverParameter approx_dropout_param = 1805;") == 1
+    assert proto.count("message ApproxDropoutSolverParameter {") == 1
+    solver = (tree / "src/caffe/solver.cpp").read_text()
+    assert "if (!deferred_update) net_->ClearParamDiffs();" in solver
+    assert solver.count("SyncDeferredUpdate();") == 2  # TestAll, Snapshot
+    sgd = (tree / "src/caffe/solvers/sgd_solver.cpp").read_text()
+    assert "if (!ApplyDeferredUpdate(rate)) {" in sgd
     assert "SetTotalBytesLimit(536870912)" in (tree / "src/caffe/util/io.cpp").read_text()
     common = (tree / "src/caffe/common.cpp").read_text()
     assert "prop.clockRate" not in common and "prop.deviceOverlap" not in common

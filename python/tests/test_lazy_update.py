@@ -56,31 +56,35 @@ def _assert_close(lazy: dict[str, np.ndarray], stock: dict[str, np.ndarray], whe
         assert worst <= 1e-4 * scale, f"{key} {when}: differs by {worst} (scale {scale})"
 
 
+def _run_both(caffe, solvers, seed: int, run) -> None:
+    """run(solver) for each solver from the same seed (Caffe's RNG is global)."""
+    for solver in solvers:
+        caffe.set_random_seed(seed)
+        run(solver)
+
+
+def _assert_same_loss(lazy, stock) -> None:
+    assert float(lazy.net.blobs["loss"].data) == pytest.approx(
+        float(stock.net.blobs["loss"].data), rel=1e-4)
+
+
 def test_step_one_loop_reads_current_weights(caffe, tmp_path):
     stock = _solver(caffe, tmp_path, "STOCK")
     lazy = _solver(caffe, tmp_path, "AUTO")
     for iteration in range(60):
-        for solver in (stock, lazy):
-            caffe.set_random_seed(iteration)
-            solver.step(1)
+        _run_both(caffe, (stock, lazy), iteration, lambda s: s.step(1))
         _assert_close(_params(lazy), _params(stock), f"after step {iteration + 1}")
-        assert float(lazy.net.blobs["loss"].data) == pytest.approx(
-            float(stock.net.blobs["loss"].data), rel=1e-4)
+        _assert_same_loss(lazy, stock)
 
 
 def test_long_step_then_forward_sees_current_weights(caffe, tmp_path):
     stock = _solver(caffe, tmp_path, "STOCK")
     lazy = _solver(caffe, tmp_path, "AUTO")
-    for solver in (stock, lazy):
-        caffe.set_random_seed(3)
-        solver.step(80)
+    _run_both(caffe, (stock, lazy), 3, lambda s: s.step(80))
     _assert_close(_params(lazy), _params(stock), "after step(80)")
     # a forward pass outside the solver (TEST-style use of the train net)
-    for solver in (stock, lazy):
-        caffe.set_random_seed(4)
-        solver.net.forward()
-    assert float(lazy.net.blobs["loss"].data) == pytest.approx(
-        float(stock.net.blobs["loss"].data), rel=1e-4)
+    _run_both(caffe, (stock, lazy), 4, lambda s: s.net.forward())
+    _assert_same_loss(lazy, stock)
 
 
 def test_weights_set_between_steps_are_kept(caffe, tmp_path):
@@ -88,12 +92,10 @@ def test_weights_set_between_steps_are_kept(caffe, tmp_path):
     # user wrote, as Caffe's update does.
     stock = _solver(caffe, tmp_path, "STOCK")
     lazy = _solver(caffe, tmp_path, "AUTO")
+    _run_both(caffe, (stock, lazy), 5, lambda s: s.step(10))
     for solver in (stock, lazy):
-        caffe.set_random_seed(5)
-        solver.step(10)
         solver.net.params["fc1"][0].data[::2] = 0.01
-        caffe.set_random_seed(6)
-        solver.step(10)
+    _run_both(caffe, (stock, lazy), 6, lambda s: s.step(10))
     _assert_close(_params(lazy), _params(stock), "after surgery")
 
 
