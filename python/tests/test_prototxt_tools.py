@@ -693,3 +693,53 @@ def test_apply_accepts_the_new_fields_where_they_apply(caffe_pb2):
                                                "recurrent_pattern: PER_SEQUENCE")):
         (filled,) = fill.fill_distributions(parse(caffe_pb2, text))
         assert filled.result.rate == pytest.approx(0.5)
+
+
+MC_TAIL = ('layer { name: "relu1" type: "ReLU" bottom: "fc1" top: "fc1" }\n'
+           'layer { name: "drop1" type: "Dropout" bottom: "fc1" top: "fc1" DROP1 '
+           'dropout_param { dropout_ratio: 0.5 } }\n'
+           'layer { name: "fc2" type: "InnerProduct" bottom: "fc1" top: "fc2" FC2 '
+           'inner_product_param { num_output: 8 } }\n'
+           'layer { name: "relu2" type: "ReLU" bottom: "fc2" top: "fc2" }\n'
+           'layer { name: "drop2" type: "Dropout" bottom: "fc2" top: "fc2" '
+           'dropout_param { dropout_ratio: 0.5 } }\n')
+
+
+def _converted_layers(caffe, caffe_pb2, tmp_path, text):
+    """convert's output for text, its report, and its layers by name; the
+    output loads in Caffe in both phases."""
+    out, report = convert.convert_net(parse(caffe_pb2, text))
+    path = tmp_path / "converted.prototxt"
+    path.write_text(prototxt_io.net_to_text(out))
+    for phase in (caffe.TRAIN, caffe.TEST):
+        caffe.Net(str(path), phase).forward()
+    return report, {layer.name: layer for layer in out.layer}
+
+
+def test_convert_keeps_the_dropouts_phase(caffe, caffe_pb2, tmp_path):
+    # MC dropout: a Dropout with phase: TRAIN drops at test time too, and so
+    # must the converted layer; an InnerProduct's own phase (which changed
+    # nothing) goes. Producer and consumer then differ in phase: not wired.
+    text = (CHAIN_HEAD.replace('top: "fc1" ', 'top: "fc1" phase: TEST ', 1)
+            + MC_TAIL.replace("DROP1", "phase: TRAIN").replace("FC2", ""))
+    report, layers = _converted_layers(caffe, caffe_pb2, tmp_path, text)
+    assert report.converted == ["fc1 -> relu1 -> drop1", "fc2 -> relu2 -> drop2"]
+    assert layers["fc1"].HasField("phase") and layers["fc1"].phase == caffe_pb2.TRAIN
+    assert not layers["fc2"].HasField("phase")
+    assert report.wired == []
+    (producer, consumer, why), = report.not_wired
+    assert (producer, consumer) == ("fc1", "fc2") and "differ in their phase" in why
+
+
+def test_wiring_keeps_one_loss_weight_per_top_and_propagate_down_per_bottom(
+        caffe, caffe_pb2, tmp_path):
+    # Caffe refuses a layer whose loss_weight or propagate_down entries do not
+    # match its tops or bottoms; the pattern top and bottom get theirs.
+    text = (CHAIN_HEAD.replace('top: "fc1" ', 'top: "fc1" loss_weight: 0 ', 1)
+            + MC_TAIL.replace("DROP1", "").replace("FC2", "propagate_down: true"))
+    report, layers = _converted_layers(caffe, caffe_pb2, tmp_path, text)
+    assert [(w.producer, w.consumer) for w in report.wired] == [("fc1", "fc2")]
+    assert list(layers["fc1"].top) == ["fc1", "fc1_pattern"]
+    assert list(layers["fc1"].loss_weight) == [0, 0]
+    assert list(layers["fc2"].bottom) == ["fc1", "fc1_pattern"]
+    assert list(layers["fc2"].propagate_down) == [True, False]

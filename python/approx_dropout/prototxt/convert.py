@@ -24,10 +24,14 @@ skips (same name and parameters, so a .caffemodel still loads). Only ROW
 patterns are wired: TILE drops weight tiles, never a whole unit, so no
 input column of the next layer is zero for it to skip. A pair is left
 unwired, with the reason, when anything but one ReLU sits between (another
-activation would turn the zeros into something else), when phase rules could
-change what the consumer reads, when the consumer's axis differs, or when a
+activation would turn the zeros into something else), when phase rules or
+different `phase:` overrides could change what the consumer reads (a
+converted layer takes its Dropout's `phase:`, e.g. TRAIN to drop at test
+time), when the consumer's axis differs, or when a
 later layer rewrites the consumer's input in place (the consumer's weight
-gradient would then read values that are not zero).
+gradient would then read values that are not zero). A wired producer with
+per-top loss_weight, or consumer with per-bottom propagate_down, gets an entry
+for the pattern blob (0, false), as Caffe requires one per blob.
 """
 from __future__ import annotations
 
@@ -223,6 +227,10 @@ def _wiring_problem(net, flow: _Dataflow, producer: int, relu: int | None,
         if i is not None and (len(net.layer[i].include) or len(net.layer[i].exclude)):
             return (f"layer {net.layer[i].name!r} has include/exclude phase rules, so what "
                     f"{c_layer.name!r} reads could differ between phases")
+    if p_layer.HasField("phase") != c_layer.HasField("phase") or \
+            p_layer.phase != c_layer.phase:
+        return (f"{p_layer.name!r} and {c_layer.name!r} differ in their phase: "
+                f"override, so one may drop while the other reads every input")
     if len(c_layer.bottom) != 1:
         return f"{c_layer.name!r} has {len(c_layer.bottom)} bottoms already"
     if len(c_layer.top) != 1:
@@ -305,11 +313,15 @@ def _wire_patterns(net, converted: set[int], mode: str, report: ConvertReport) -
             pattern_of[p] = _unique_blob_name(net, f"{net.layer[p].name}_pattern", taken)
             taken.add(pattern_of[p])
             net.layer[p].top.append(pattern_of[p])
+            if len(net.layer[p].loss_weight):  # one per top, or none
+                net.layer[p].loss_weight.append(0)
         if plain:
             layer.type = "ApproxDropoutInnerProduct"
             layer.approx_dropout_param.dropout_ratio = 0
             layer.approx_dropout_param.pattern = ROW
         layer.bottom.append(pattern_of[p])
+        if len(layer.propagate_down):  # one per bottom, or none
+            layer.propagate_down.append(False)
         report.wired.append(Wiring(*names, pattern_of[p],
                                    net.layer[relu].name if relu is not None else None, plain))
 
@@ -360,6 +372,14 @@ def convert_net(net, max_dp: Optional[int] = None, method: str = "bounded",
         drop = net.layer[chain.dropout]
         ip = out.layer[chain.inner_product]
         ip.CopyFrom(_as_approx(ip, drop.dropout_param.dropout_ratio, pattern_value))
+        # LayerParameter.phase runs one layer in another phase than its net
+        # (a Dropout with phase: TRAIN drops at test time too: MC dropout).
+        # The converted layer drops, so it takes the dropout's; an
+        # InnerProduct's own override changed nothing and goes.
+        if drop.HasField("phase"):
+            ip.phase = drop.phase
+        else:
+            ip.ClearField("phase")
         last = out.layer[chain.relu] if chain.relu is not None else ip
         last.top[0] = drop.top[0]
         report.filled.append(fill_layer(ip, max_dp, cache, units))
