@@ -286,6 +286,12 @@ void ApproxDropoutInnerProductLayer<Dtype>::ForwardWith(
     if (fixed_) {
       DropoutPatternSampler::SliceOffsets(fixed_pattern_, batch_slices_,
                                           &slice_patterns_);
+    } else if (sampler_->distribution().size() == 1) {
+      // dp = 1 is certain (a layer that only skips, dropout_ratio 0): draw
+      // nothing, so that wiring such a layer leaves Caffe's random stream,
+      // hence every later iteration, as it was.
+      const DropoutPattern all = {1, 0};
+      DropoutPatternSampler::SliceOffsets(all, batch_slices_, &slice_patterns_);
     } else {
       sampler_->SampleSlices(batch_slices_, true, &slice_patterns_);
     }

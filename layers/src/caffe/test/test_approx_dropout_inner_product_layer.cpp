@@ -13,6 +13,7 @@
 #include "caffe/layers/approx_dropout_inner_product_layer.hpp"
 #include "caffe/layers/inner_product_layer.hpp"
 #include "caffe/net.hpp"
+#include "caffe/util/math_functions.hpp"
 
 #include "caffe/test/approx_dropout_test_util.hpp"
 #include "caffe/test/test_caffe_main.hpp"
@@ -524,6 +525,29 @@ TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestSeedReproducible) {
   ASSERT_EQ(runs[0].size(), runs[1].size());
   for (size_t i = 0; i < runs[0].size(); ++i) {
     ASSERT_EQ(runs[0][i], runs[1][i]) << "value " << i;
+  }
+}
+
+// A layer that only skips (dropout_ratio 0) draws no random number, so that
+// wiring one (the propagated classifier) leaves Caffe's random stream as it
+// was; one that drops does draw.
+TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestSkipOnlyLayerDrawsNothing) {
+  typedef typename TypeParam::Dtype Dtype;
+  for (float ratio : {0.f, 0.5f}) {
+    ApproxDropoutInnerProductLayer<Dtype> layer(
+        this->Param(ROW_OUTPUT, true, ratio));
+    layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+    Caffe::set_random_seed(77);
+    const unsigned int first = caffe_rng_rand();
+    Caffe::set_random_seed(77);
+    layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+    const unsigned int next = caffe_rng_rand();
+    if (ratio == 0) {
+      EXPECT_EQ(next, first) << "a skip-only layer drew random numbers";
+      EXPECT_EQ(layer.pattern().dp, 1);
+    } else {
+      EXPECT_NE(next, first) << "a dropping layer drew nothing";
+    }
   }
 }
 
