@@ -47,13 +47,9 @@ class ApproxDropoutLazyParam {
   void MarkWritten(const BlockStride& rows, const BlockStride& cols);
 
   const std::string& name() const { return name_; }
-  int rows() const { return rows_; }
-  int cols() const { return cols_; }
   int cell_rows() const { return cell_rows_; }
   int cell_cols() const { return cell_cols_; }
   int num_cells() const { return row_cells_ * col_cells_; }
-  // The iteration up to which cell (r, c) is current.
-  int stamp(int r, int c) const { return stamps_[r * col_cells_ + c]; }
 
  private:
   friend class ApproxDropoutLazyUpdate<Dtype>;
@@ -71,6 +67,9 @@ class ApproxDropoutLazyParam {
                       std::vector<int>* out);
   // Index into products_ of A_{now-1} ... A_{stamp} (now > stamp).
   int ProductFor(int stamp);
+  // Fills row_list_ and col_list_ with the cells of [rows, cols]; false
+  // when no Step is running (nothing to do).
+  bool ListCells(const BlockStride& rows, const BlockStride& cols);
   // Queues the stale cells of row of cells r among `cols` (sorted).
   void QueueCatchUp(int r, const std::vector<int>& cols);
   // Runs the queue: products, then (step) the fused step with local_rate.
@@ -89,7 +88,7 @@ class ApproxDropoutLazyParam {
   std::vector<Work> work_;
   std::vector<LazyStepMatrix> products_;  // products_[k - 1]: k iterations
   int products_now_;                      // the `now` products_ are for
-  std::vector<Dtype> product_values_;     // products_ as Dtype, 4 each
+  std::vector<Dtype> product_values_;     // products_ rounded to Dtype, 4 each
   Blob<int> work_device_;        // GPU copies of the queue and products
   Blob<Dtype> product_device_;
 };
@@ -144,7 +143,6 @@ class ApproxDropoutLazyUpdate {
 
   Mode mode_;
   std::string reason_;
-  Net<Dtype>* net_;
   bool nesterov_, active_;
   Dtype momentum_, weight_decay_;
   int now_, log_begin_;

@@ -21,6 +21,20 @@ const int kRateLog = 1000;
 // Cells per parameter at most: the deferred state is one integer per cell.
 const int kMaxCells = 1 << 16;
 
+// Step() starts with every diff it uses zero (Caffe's ClearParamDiffs).
+template <typename Dtype>
+void ZeroDiff(Blob<Dtype>* blob) {
+  if (Caffe::mode() == Caffe::GPU) {
+#ifndef CPU_ONLY
+    caffe_gpu_set(blob->count(), Dtype(0), blob->mutable_gpu_diff());
+#else
+    NO_GPU;
+#endif
+  } else {
+    caffe_set(blob->count(), Dtype(0), blob->mutable_cpu_diff());
+  }
+}
+
 }  // namespace
 
 // ---- ApproxDropoutLazyParam -------------------------------------------------
@@ -108,6 +122,13 @@ int ApproxDropoutLazyParam<Dtype>::ProductFor(int stamp) {
       q.ww = p.wh * a.hw + p.ww * a.ww;
       products_.push_back(q);
     }
+    // The kernels' copy, rounded once to Dtype.
+    const LazyStepMatrix& q = products_.back();
+    Dtype* v = &product_values_[4 * j];
+    v[0] = q.hh;
+    v[1] = q.hw;
+    v[2] = q.wh;
+    v[3] = q.ww;
   }
   return k - 1;
 }
@@ -136,11 +157,18 @@ void ApproxDropoutLazyParam<Dtype>::QueueCatchUp(int r,
 }
 
 template <typename Dtype>
-void ApproxDropoutLazyParam<Dtype>::CatchUp(const BlockStride& rows,
-                                            const BlockStride& cols) {
-  if (!update_->active()) return;
+bool ApproxDropoutLazyParam<Dtype>::ListCells(const BlockStride& rows,
+                                              const BlockStride& cols) {
+  if (!update_->active()) return false;
   CellsOf(rows, cell_rows_, row_cells_, &row_list_);
   CellsOf(cols, cell_cols_, col_cells_, &col_list_);
+  return true;
+}
+
+template <typename Dtype>
+void ApproxDropoutLazyParam<Dtype>::CatchUp(const BlockStride& rows,
+                                            const BlockStride& cols) {
+  if (!ListCells(rows, cols)) return;
   for (int r : row_list_) QueueCatchUp(r, col_list_);
 }
 
@@ -152,9 +180,7 @@ void ApproxDropoutLazyParam<Dtype>::FinishCatchUp() {
 template <typename Dtype>
 void ApproxDropoutLazyParam<Dtype>::MarkWritten(const BlockStride& rows,
                                                 const BlockStride& cols) {
-  if (!update_->active()) return;
-  CellsOf(rows, cell_rows_, row_cells_, &row_list_);
-  CellsOf(cols, cell_cols_, col_cells_, &col_list_);
+  if (!ListCells(rows, cols)) return;
   for (int r : row_list_) {
     char* written = &written_[r * col_cells_];
     for (int c : col_list_) written[c] = 1;
@@ -166,15 +192,7 @@ void ApproxDropoutLazyParam<Dtype>::Begin(int iter) {
   std::fill(stamps_.begin(), stamps_.end(), iter);
   std::fill(written_.begin(), written_.end(), 0);
   products_now_ = -1;
-  if (Caffe::mode() == Caffe::GPU) {
-#ifndef CPU_ONLY
-    caffe_gpu_set(param_->count(), Dtype(0), param_->mutable_gpu_diff());
-#else
-    NO_GPU;
-#endif
-  } else {
-    caffe_set(param_->count(), Dtype(0), param_->mutable_cpu_diff());
-  }
+  ZeroDiff(param_);
 }
 
 template <typename Dtype>
@@ -217,14 +235,8 @@ void ApproxDropoutLazyParam<Dtype>::Flush(bool step, Dtype local_rate) {
   for (const Work& w : work_) {
     entries += static_cast<double>(w.row1 - w.row0) * (w.col1 - w.col0);
   }
-  // The products the queue refers to, as Dtype (products_ is for `now`).
+  // The products the queue refers to (products_ is for `now`).
   const int n = products_now_ == update_->now() ? products_.size() : 0;
-  for (int i = 0; i < n; ++i) {
-    product_values_[4 * i] = products_[i].hh;
-    product_values_[4 * i + 1] = products_[i].hw;
-    product_values_[4 * i + 2] = products_[i].wh;
-    product_values_[4 * i + 3] = products_[i].ww;
-  }
   const bool gpu = Caffe::mode() == Caffe::GPU;
   const int* work = reinterpret_cast<const int*>(work_.data());
   const Dtype* products = product_values_.data();
@@ -264,7 +276,7 @@ template <typename Dtype>
 ApproxDropoutLazyUpdate<Dtype>::ApproxDropoutLazyUpdate(
     const SolverParameter& param, const std::string& solver_type,
     Net<Dtype>* net, const std::vector<shared_ptr<Blob<Dtype> > >& history)
-    : mode_(STOCK), net_(net), nesterov_(solver_type == "Nesterov"),
+    : mode_(STOCK), nesterov_(solver_type == "Nesterov"),
       active_(false), momentum_(param.momentum()),
       weight_decay_(param.weight_decay()), now_(0), log_begin_(0),
       stepped_(0), caught_up_(0) {
@@ -402,17 +414,7 @@ bool ApproxDropoutLazyUpdate<Dtype>::Begin(int iter) {
   now_ = log_begin_ = iter;
   rates_.clear();
   for (size_t i = 0; i < lazy_.size(); ++i) lazy_[i]->Begin(iter);
-  for (const Dense& d : dense_) {
-    if (Caffe::mode() == Caffe::GPU) {
-#ifndef CPU_ONLY
-      caffe_gpu_set(d.param->count(), Dtype(0), d.param->mutable_gpu_diff());
-#else
-      NO_GPU;
-#endif
-    } else {
-      caffe_set(d.param->count(), Dtype(0), d.param->mutable_cpu_diff());
-    }
-  }
+  for (const Dense& d : dense_) ZeroDiff(d.param);
   active_ = true;
   Attach(true);
   return true;
