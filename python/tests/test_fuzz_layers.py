@@ -403,7 +403,8 @@ def make_pair_case(rng: random.Random, index: int) -> PairCase:
     n_consumer = rng.randint(1, 30)
     consumer = {"num_output": n_consumer,
                 "param": _pair_layer_param(rng, n_consumer, k_consumer, producer=False)}
-    # unset mostly (inherits the producer's); else the same or another count
+    # unset mostly (the layer's own default); else the same or another count
+    # (the plan works on the segments where both patterns are constant)
     roll = rng.random()
     if roll < 0.15:
         consumer["param"]["batch_slices"] = PairCase.slices(producer["param"])
@@ -431,12 +432,6 @@ class PairOracle:
         if c_param.get("pattern") == "TILE" or c_param.get("side") == "INPUT":
             return Refused(c.name, "pattern bottom: consumer",
                            pair + "a pattern bottom needs approx_dropout_param.pattern: ROW")
-        slices = PairCase.slices(p_param)  # the fake blob has as many rows
-        if "batch_slices" in c_param and c_param["batch_slices"] != slices:
-            return Refused(c.name, "pattern bottom: batch_slices",
-                           pair + f"approx_dropout_param.batch_slices of {c.name} "
-                           f"({c_param['batch_slices']}) differs from its producer's "
-                           f"({slices})")
         if fake:  # (found at the first forward: a Split's top is registered only then)
             return Refused(c.name, "second bottom", f"Layer {c.name}: second bottom "
                            f"'{c.pattern_blob}' is not a pattern top")
@@ -619,11 +614,12 @@ def test_pair_oracle_matches_hand_checked_cases():
         "pattern bottom: producer"
     assert PairOracle(pair(consumer={"side": "INPUT"})).verdict().field == \
         "pattern bottom: consumer"
-    assert PairOracle(pair({"dropout_ratio": 0.5, "pattern": "TILE"},  # TILE: 1 slice
-                           {"batch_slices": 2})).verdict().field == "pattern bottom: batch_slices"
-    assert PairOracle(pair({"dropout_ratio": 0.5, "pattern": "TILE"})).verdict() is not None
-    assert PairOracle(pair(consumer={"batch_slices": 3})).verdict().text.endswith(
-        "approx_dropout_param.batch_slices of c (3) differs from its producer's (2)")
+    assert PairOracle(pair({"dropout_ratio": 0.5, "pattern": "TILE"})).verdict().field == \
+        "pattern bottom: producer"
+    # slice counts may differ (producer 2 by default)
+    assert PairOracle(pair(consumer={"dropout_ratio": 0.3, "batch_slices": 3})).verdict() is None
+    assert PairOracle(pair({"dropout_ratio": 0.5, "batch_slices": 1},
+                           {"dropout_ratio": 0.3, "batch_slices": 4})).verdict() is None
     assert PairOracle(pair(pattern_blob="fake")).verdict().text == \
         "Layer c: second bottom 'fake' is not a pattern top"
     # the consumer's own pattern and slices are checked first, even for a blob
@@ -631,7 +627,7 @@ def test_pair_oracle_matches_hand_checked_cases():
     assert PairOracle(pair(consumer={"side": "INPUT"}, pattern_blob="fake")).verdict().text \
         .startswith("Layer c (pattern bottom 'fake' from layer ?): a pattern bottom needs")
     assert PairOracle(pair({"dropout_ratio": 0.0}, {"batch_slices": 1}, reads="x")
-                      ).verdict().field == "pattern bottom: batch_slices"
+                      ).verdict().field == "pattern bottom: producer"
 
 
 def test_generator_covers_every_rule():
@@ -645,7 +641,7 @@ def test_generator_covers_every_rule():
             "approx_dropout_param.layout", "approx_dropout_param.recurrent_dropout_ratio",
             "approx_dropout_param.recurrent_pattern_distribution",
             "second bottom", "pattern bottom: consumer", "pattern bottom: producer",
-            "pattern bottom: units", "pattern bottom: batch_slices"} <= fields
+            "pattern bottom: units"} <= fields
     assert 0.3 < len(refused) / len(cases) < 0.75
     for kind, share in (("lstm", 0.1), ("pair", 0.05)):
         some = [(c, v) for c, v in cases if c.kind == kind]

@@ -656,7 +656,7 @@ def test_apply_and_shapes_of_layers_with_a_pattern_bottom(caffe_pb2):
         shapes = net_shapes.infer(net, phase)
         assert shapes.blobs["fc1_pattern"] == shapes.blobs["fc2_pattern"] == (2, 4)
         assert shapes.blobs["fc3"] == (128, 10)
-    # slices: set, inherited from the pattern bottom, TILE's default
+    # slices: set; unset (ROW's 2 even under a producer with 3); TILE's default
     text = (input_layer(4, 20) + approx_ip(16, 0.5, "batch_slices: 3").replace(
         'top: "y"', 'top: "y" top: "y_pattern"') +
         'layer { name: "c" type: "ApproxDropoutInnerProduct" bottom: "y" bottom: "y_pattern" '
@@ -666,7 +666,7 @@ def test_apply_and_shapes_of_layers_with_a_pattern_bottom(caffe_pb2):
         'approx_dropout_param { pattern: TILE tile_height: 4 tile_width: 4 } }\n')
     shapes = net_shapes.infer(parse(caffe_pb2, text), net_shapes.TRAIN)
     assert (shapes.blobs["y_pattern"], shapes.blobs["z_pattern"], shapes.blobs["w_pattern"]) \
-        == ((3, 4), (3, 4), (1, 4))
+        == ((3, 4), (2, 4), (1, 4))
     assert shapes.blobs["w"] == (4, 40)
 
 

@@ -72,17 +72,15 @@ def _inner_product(layer, b: Shape) -> list[Optional[Shape]]:
 PATTERN_COLUMNS = 4  # a pattern top's row: (dp, b, layout code, units)
 
 
-def pattern_slices(layer, pattern_bottom: Optional[Shape] = None) -> int:
+def pattern_slices(layer) -> int:
     """Rows S of an ApproxDropoutInnerProduct's pattern top: its batch slices.
 
-    Unset batch_slices: inherited from the pattern bottom (when it has one),
-    else the layer's default, 2 for ROW and 1 for TILE.
+    Unset batch_slices: the layer's default, 2 for ROW and 1 for TILE, also
+    when it reads a pattern bottom (a producer's S need not match its own).
     """
     param = layer.approx_dropout_param
     if param.HasField("batch_slices"):
         return param.batch_slices
-    if pattern_bottom:
-        return pattern_bottom[0]
     return 1 if param.pattern == 1 else 2  # TILE = 1
 
 
@@ -90,8 +88,7 @@ def _approx_inner_product(layer, bottoms: list[Optional[Shape]]) -> list[Optiona
     """Output as InnerProduct's; a second top is the S x 4 pattern top."""
     tops = _inner_product(layer, bottoms[0])
     if len(tops) > 1:
-        tops[1] = (pattern_slices(layer, bottoms[1] if len(bottoms) > 1 else None),
-                   PATTERN_COLUMNS)
+        tops[1] = (pattern_slices(layer), PATTERN_COLUMNS)
     return tops
 
 

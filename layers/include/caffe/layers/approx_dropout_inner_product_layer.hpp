@@ -15,6 +15,18 @@ namespace caffe {
 
 template <typename Dtype> class ApproxDropoutLazyParam;
 
+// Compact buffers that several layers running one at a time may share (the
+// unrolled steps of an ApproxDropoutLSTM, which read one W_hc): y and the
+// weight-gradient scratch, used within one pass, and the gathered W, tagged
+// with the (pattern, input) of every class it holds, so that a backward pass
+// gathers again only when another step's pattern replaced it. Each layer
+// keeps its own compact x, which serves its own backward.
+template <typename Dtype>
+struct ApproxDropoutSharedBuffers {
+  Blob<Dtype> y, w, dw;
+  vector<DropoutPattern> w_holds;
+};
+
 /**
  * @brief InnerProduct fused with Approximate Random Dropout (Song et al.,
  *        arXiv:1805.08939): each TRAIN iteration samples a regular pattern
@@ -39,7 +51,8 @@ template <typename Dtype> class ApproxDropoutLazyParam;
  *
  * Pattern propagation: a second bottom, the pattern top of the layer whose
  * (ReLU'd) output is x, makes this layer skip the input columns that layer
- * dropped, slice by slice: forward multiplies only kept columns, backward
+ * dropped, slice by slice (its slices and this layer's need not agree, in
+ * number or phase): forward multiplies only kept columns, backward
  * computes dx only there (zeros elsewhere) and dW only on kept rows x kept
  * columns. Those columns of x are zero, so nothing computed changes; only
  * the time does. Needs ROW on the output side (dropout_ratio 0 only skips).
@@ -48,7 +61,8 @@ template <typename Dtype>
 class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
  public:
   explicit ApproxDropoutInnerProductLayer(const LayerParameter& param)
-      : Layer<Dtype>(param), fixed_(false), pattern_top_(NULL) {}
+      : Layer<Dtype>(param), fixed_(false), pattern_top_(NULL),
+        bufs_(new ApproxDropoutSharedBuffers<Dtype>()) {}
   virtual ~ApproxDropoutInnerProductLayer();
   virtual void LayerSetUp(const vector<Blob<Dtype>*>& bottom,
       const vector<Blob<Dtype>*>& top);
@@ -85,6 +99,13 @@ class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
   // (0 weights, 1 bias), or NULL: forward brings the cells it reads up to
   // date, backward reports the cells whose diff it wrote.
   void set_lazy_param(int blob_index, ApproxDropoutLazyParam<Dtype>* lazy);
+  // Use `buffers` (shared with layers of the same shape) for the compact y,
+  // W and weight gradient instead of this layer's own.
+  void ShareCompactBuffers(
+      const shared_ptr<ApproxDropoutSharedBuffers<Dtype> >& buffers);
+  const ApproxDropoutSharedBuffers<Dtype>* compact_buffers() const {
+    return bufs_.get();
+  }
   // Cell sizes (rows x columns of blob i; a bias is N x 1) fine enough that
   // whole cells cover this layer's kept parts with little excess.
   void LazyCells(int blob_index, int* cell_rows, int* cell_cols) const;
@@ -104,7 +125,7 @@ class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
       const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
 
  private:
-  // Checks the pattern bottom and takes its slice count and layout; a check
+  // Checks the pattern bottom and takes its layout; a check
   // that needs the producer's data may wait for the first forward.
   void SetUpPatternBottom(const Blob<Dtype>& pattern, bool at_setup);
   void WritePatternTop(Blob<Dtype>* top) const;
@@ -114,6 +135,11 @@ class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
       const vector<Blob<Dtype>*>& top, const vector<bool>& propagate_down,
       const vector<Blob<Dtype>*>& bottom);
   int units() const;
+  void ReshapeSharedBuffers();
+  // Gathers the plan's compact W parts (those not read in place) into the
+  // buffer, unless it holds them already (backward after forward).
+  void GatherWeights(const ApproxDropoutOps<Dtype>& ops, bool gpu,
+                     bool always);
   // The plan's parts of the weights and bias: caught up (before reading
   // them) or reported written (after backward wrote their diff).
   void VisitLazyParams(bool written, bool weights, bool bias);
@@ -131,12 +157,17 @@ class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
   // Pattern propagation: the producer's slice patterns, in its layout.
   bool propagated_, input_block_, pattern_checked_;
   vector<DropoutPattern> input_patterns_;
+  // The segments of the batch where this layer's and the producer's slice
+  // patterns are both constant (their slice counts may differ).
+  vector<int> seg_bounds_;
+  vector<DropoutPattern> seg_patterns_, seg_inputs_;
   const void* pattern_top_;  // the data registered as this layer's pattern top
   ApproxDropoutPlan plan_;  // this iteration's
   Dtype scale_;
   // Preallocated compact operands (no allocation per iteration; memory is
   // taken only when a pattern first uses a buffer).
-  Blob<Dtype> x_buf_, w_buf_, y_buf_, dw_buf_;
+  Blob<Dtype> x_buf_;
+  shared_ptr<ApproxDropoutSharedBuffers<Dtype> > bufs_;
   vector<ApproxDropoutLazyParam<Dtype>*> lazy_;
 };
 

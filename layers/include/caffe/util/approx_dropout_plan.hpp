@@ -49,21 +49,26 @@ struct ApproxDropoutClass {
 // seen (classes only grow and their vectors keep their capacity).
 class ApproxDropoutPlan {
  public:
-  ApproxDropoutPlan() : num_classes_(0), rows_(0), num_slices_(1) {}
-  // Slice s of the `rows` batch rows uses patterns[s]; when inputs is not
-  // NULL, it also computes only the input units that inputs[s] kept (a
-  // producer's ROW output pattern in its layout; the propagated pattern).
-  // The patterns of one iteration must keep disjoint parts of W (as
+  ApproxDropoutPlan() : num_classes_(0) {}
+  // Slice s of the `rows` batch rows (S = patterns.size() even slices, row
+  // s * rows / S on) uses patterns[s]; when inputs is not NULL, it also
+  // computes only the input units that inputs[s] kept (a producer's ROW
+  // output pattern in its layout; the propagated pattern). The patterns of
+  // one iteration must keep disjoint parts of W (as
   // DropoutPatternSampler::SliceOffsets's do); CHECK-fails otherwise.
   void Plan(const ApproxDropoutShape& shape, int rows,
             const std::vector<DropoutPattern>& patterns,
             const std::vector<DropoutPattern>* inputs, bool input_block);
+  // The same with slices given by their bounds: slice s is rows
+  // [bounds[s], bounds[s + 1]) (a layer and its producer slicing the batch
+  // differently: ApproxDropoutSegments).
+  void Plan(const ApproxDropoutShape& shape, const std::vector<int>& bounds,
+            const std::vector<DropoutPattern>& patterns,
+            const std::vector<DropoutPattern>* inputs, bool input_block);
 
-  int num_slices() const { return num_slices_; }
+  int num_slices() const { return static_cast<int>(bounds_.size()) - 1; }
   // First row of slice s (s = num_slices() gives the row count).
-  int SliceBegin(int s) const {
-    return static_cast<int>(static_cast<int64_t>(s) * rows_ / num_slices_);
-  }
+  int SliceBegin(int s) const { return bounds_[s]; }
   int num_classes() const { return num_classes_; }
   const ApproxDropoutClass& cls(int c) const { return classes_[c]; }
   // Every class computes all outputs (inputs): y (dx) needs no zeroing.
@@ -80,10 +85,27 @@ class ApproxDropoutPlan {
                          ApproxDropoutClass* cls);
 
  private:
+  void PlanBounded(const ApproxDropoutShape& shape,
+                   const std::vector<DropoutPattern>& patterns,
+                   const std::vector<DropoutPattern>* inputs,
+                   bool input_block);
+
   std::vector<ApproxDropoutClass> classes_;
-  int num_classes_, rows_, num_slices_, compact_weights_;
+  std::vector<int> bounds_;
+  int num_classes_, compact_weights_;
   bool out_covered_, in_covered_;
 };
+
+// Where a layer's own batch slices (`own`, even over `rows`) and its
+// producer's (`inputs`, even too; S may differ) meet: the segments on which
+// both patterns are constant, neighbours with the same pair merged (a TEST
+// layer reading a TEST producer is one segment). Reuses the vectors'
+// capacity: nothing is allocated once the largest case has been seen.
+void ApproxDropoutSegments(int rows, const std::vector<DropoutPattern>& own,
+                           const std::vector<DropoutPattern>& inputs,
+                           std::vector<int>* bounds,
+                           std::vector<DropoutPattern>* seg_own,
+                           std::vector<DropoutPattern>* seg_inputs);
 
 }  // namespace caffe
 

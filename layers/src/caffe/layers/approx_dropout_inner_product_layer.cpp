@@ -21,19 +21,27 @@ Dtype* Buffer(Blob<Dtype>* blob, bool gpu) {
 }
 
 // Pattern tops by their data (shared with any Split of the blob), with the
-// name of the layer writing each: a consumer tells a pattern top from any
+// layer writing each and its name: a consumer tells a pattern top from any
 // other blob and names its producer in errors.
+struct PatternTopOwner {
+  const void* layer;  // ownership by identity: names repeat across nets
+  std::string name;
+};
 boost::mutex pattern_tops_mutex;
-std::map<const void*, std::string>& PatternTops() {
-  static std::map<const void*, std::string> tops;
+std::map<const void*, PatternTopOwner>& PatternTops() {
+  static std::map<const void*, PatternTopOwner> tops;
   return tops;
 }
 
-// Drops data's entry if layer `name` registered it (the memory may serve
-// another layer's pattern top by now). The caller holds the mutex.
-void ForgetPatternTop(const void* data, const std::string& name) {
-  std::map<const void*, std::string>::iterator it = PatternTops().find(data);
-  if (it != PatternTops().end() && it->second == name) PatternTops().erase(it);
+// Drops data's entry if `layer` registered it (the memory may serve another
+// layer's pattern top by now, maybe a same-named layer of a newer net while
+// this one lives on in a pycaffe reference). The caller holds the mutex.
+void ForgetPatternTop(const void* data, const void* layer) {
+  std::map<const void*, PatternTopOwner>::iterator it =
+      PatternTops().find(data);
+  if (it != PatternTops().end() && it->second.layer == layer) {
+    PatternTops().erase(it);
+  }
 }
 
 }  // namespace
@@ -42,7 +50,7 @@ template <typename Dtype>
 ApproxDropoutInnerProductLayer<Dtype>::~ApproxDropoutInnerProductLayer() {
   if (pattern_top_ == NULL) return;
   boost::mutex::scoped_lock lock(pattern_tops_mutex);
-  ForgetPatternTop(pattern_top_, this->layer_param_.name());
+  ForgetPatternTop(pattern_top_, this);
 }
 
 template <typename Dtype>
@@ -183,9 +191,10 @@ void ApproxDropoutInnerProductLayer<Dtype>::Reshape(
     if (data != pattern_top_) {
       WritePatternTop(top[1]);
       boost::mutex::scoped_lock lock(pattern_tops_mutex);
-      ForgetPatternTop(pattern_top_, this->layer_param_.name());
+      ForgetPatternTop(pattern_top_, this);
       pattern_top_ = data;
-      PatternTops()[pattern_top_] = this->layer_param_.name();
+      const PatternTopOwner owner = {this, this->layer_param_.name()};
+      PatternTops()[pattern_top_] = owner;
     }
   }
   // Compact operands at their largest (dp = 1): the slices' compact x (y)
@@ -193,9 +202,55 @@ void ApproxDropoutInnerProductLayer<Dtype>::Reshape(
   // disjoint parts of W. Memory is taken only when a pattern first needs a
   // buffer, never per iteration.
   x_buf_.Reshape(vector<int>(1, M_ * K_));
-  y_buf_.Reshape(vector<int>(1, M_ * N_));
-  w_buf_.Reshape(vector<int>(1, N_ * K_));
-  dw_buf_.Reshape(vector<int>(1, N_ * K_));
+  ReshapeSharedBuffers();
+}
+
+template <typename Dtype>
+void ApproxDropoutInnerProductLayer<Dtype>::ReshapeSharedBuffers() {
+  // Sharers have one W shape; y grows to the largest sharer's batch.
+  CHECK(bufs_->w.count() == 0 || bufs_->w.count() == N_ * K_) << "Layer "
+      << this->layer_param_.name() << ": shares compact buffers with a layer "
+      << "whose weights have another shape";
+  if (bufs_->y.count() < M_ * N_) bufs_->y.Reshape(vector<int>(1, M_ * N_));
+  bufs_->w.Reshape(vector<int>(1, N_ * K_));
+  bufs_->dw.Reshape(vector<int>(1, N_ * K_));
+  bufs_->w_holds.clear();
+}
+
+template <typename Dtype>
+void ApproxDropoutInnerProductLayer<Dtype>::ShareCompactBuffers(
+    const shared_ptr<ApproxDropoutSharedBuffers<Dtype> >& buffers) {
+  CHECK(buffers) << "Layer " << this->layer_param_.name()
+                 << ": ShareCompactBuffers needs buffers";
+  bufs_ = buffers;
+  ReshapeSharedBuffers();
+}
+
+template <typename Dtype>
+void ApproxDropoutInnerProductLayer<Dtype>::GatherWeights(
+    const ApproxDropoutOps<Dtype>& ops, bool gpu, bool always) {
+  vector<DropoutPattern>& holds = bufs_->w_holds;
+  bool held = !always && holds.size() == 2u * plan_.num_classes();
+  for (int c = 0; held && c < plan_.num_classes(); ++c) {
+    held = holds[2 * c].dp == plan_.cls(c).pattern.dp &&
+           holds[2 * c].b == plan_.cls(c).pattern.b &&
+           holds[2 * c + 1].dp == plan_.cls(c).input.dp &&
+           holds[2 * c + 1].b == plan_.cls(c).input.b;
+  }
+  if (held) return;
+  holds.clear();
+  const Dtype* w = gpu ? this->blobs_[0]->gpu_data()
+                       : this->blobs_[0]->cpu_data();
+  for (int c = 0; c < plan_.num_classes(); ++c) {
+    const ApproxDropoutClass& cls = plan_.cls(c);
+    for (const ApproxDropoutGroup& g : cls.groups) {
+      if (g.w_view) continue;
+      Dtype* buf = Buffer(&bufs_->w, gpu) + cls.w_base + g.w_offset;
+      ops.gather(g.out.size(), g.out, g.in, w, K_, buf);
+    }
+    holds.push_back(cls.pattern);
+    holds.push_back(cls.input);
+  }
 }
 
 template <typename Dtype>
@@ -220,23 +275,15 @@ void ApproxDropoutInnerProductLayer<Dtype>::SetUpPatternBottom(
   string producer;
   {
     boost::mutex::scoped_lock lock(pattern_tops_mutex);
-    std::map<const void*, std::string>::const_iterator it =
+    std::map<const void*, PatternTopOwner>::const_iterator it =
         PatternTops().find(pattern.data().get());
-    if (it != PatternTops().end()) producer = it->second;
+    if (it != PatternTops().end()) producer = it->second.name;
   }
   const string pair = "Layer " + name + " (pattern bottom '" + blob +
       "' from layer " + (producer.empty() ? "?" : producer) + "): ";
   CHECK(!shape_.tile && !shape_.input_side) << pair << "a pattern bottom "
       << "needs approx_dropout_param.pattern: ROW with side: OUTPUT in "
       << name << " (it skips the inputs that its producer dropped)";
-  const int slices = pattern.shape(0);
-  if (param_.has_batch_slices()) {
-    CHECK_EQ(batch_slices_, slices) << pair << "approx_dropout_param."
-        << "batch_slices of " << name << " (" << batch_slices_ << ") differs "
-        << "from its producer's (" << slices << "); leave it unset to "
-        << "inherit the producer's";
-  }
-  batch_slices_ = slices;
   propagated_ = true;
   // A pattern top read by several layers reaches them through a Split,
   // which shares the producer's data only from its first forward on: the
@@ -304,19 +351,22 @@ void ApproxDropoutInnerProductLayer<Dtype>::ForwardWith(
   pattern_ = slice_patterns_[0];
   if (propagated_) {
     if (!pattern_checked_) SetUpPatternBottom(*bottom[1], false);
-    // TEST phase: the producer reports dp = 1 for every slice row.
+    // One row per producer slice (dp = 1 in its TEST phase). The producer
+    // may cut the batch into another number of slices than this layer (or
+    // run in another phase): the plan works on the segments where both
+    // patterns are constant, so wiring never changes what is computed.
     const Dtype* row = bottom[1]->cpu_data();
-    const int slices = slice_patterns_.size();
-    CHECK_EQ(bottom[1]->shape(0), batch_slices_) << "Layer "
-        << this->layer_param_.name() << ": the pattern bottom changed shape";
-    input_patterns_.resize(slices);
-    for (int s = 0; s < slices; ++s, row += kPatternColumns) {
+    input_patterns_.resize(bottom[1]->shape(0));
+    for (size_t s = 0; s < input_patterns_.size(); ++s, row += kPatternColumns) {
       input_patterns_[s].dp = static_cast<int>(row[0]);
       input_patterns_[s].b = static_cast<int>(row[1]);
     }
+    ApproxDropoutSegments(M_, slice_patterns_, input_patterns_, &seg_bounds_,
+                          &seg_patterns_, &seg_inputs_);
+    plan_.Plan(shape_, seg_bounds_, seg_patterns_, &seg_inputs_, input_block_);
+  } else {
+    plan_.Plan(shape_, M_, slice_patterns_, NULL, false);
   }
-  plan_.Plan(shape_, M_, slice_patterns_,
-             propagated_ ? &input_patterns_ : NULL, input_block_);
   if (top.size() > 1) WritePatternTop(top[1]);
   VisitLazyParams(false, true, bias_term_);
   const Dtype* x = gpu ? bottom[0]->gpu_data() : bottom[0]->cpu_data();
@@ -326,13 +376,9 @@ void ApproxDropoutInnerProductLayer<Dtype>::ForwardWith(
   const Dtype* bias = !bias_term_ ? NULL : gpu ? this->blobs_[1]->gpu_data()
                                                : this->blobs_[1]->cpu_data();
   if (!plan_.out_covered()) ops.set_zero(M_ * N_, y);
+  GatherWeights(ops, gpu, true);
   for (int c = 0; c < plan_.num_classes(); ++c) {
     const ApproxDropoutClass& cls = plan_.cls(c);
-    for (const ApproxDropoutGroup& g : cls.groups) {
-      if (g.w_view) continue;
-      Dtype* buf = Buffer(&w_buf_, gpu) + cls.w_base + g.w_offset;
-      ops.gather(g.out.size(), g.out, g.in, w, K_, buf);
-    }
     for (int s : cls.slices) {
       const int m0 = plan_.SliceBegin(s);
       const int rows = plan_.SliceBegin(s + 1) - m0;
@@ -350,13 +396,13 @@ void ApproxDropoutInnerProductLayer<Dtype>::ForwardWith(
           ldx = nin;
         }
         const Dtype* wg = g.w_view ? w + g.w_view_offset
-            : (gpu ? w_buf_.gpu_data() : w_buf_.cpu_data())
+            : (gpu ? bufs_->w.gpu_data() : bufs_->w.cpu_data())
               + cls.w_base + g.w_offset;
         if (g.out.contiguous()) {
           ops.gemm(false, true, rows, nout, nin, scale_, xg, ldx, wg, g.ldw,
                    Dtype(0), ys + g.out[0], N_);
         } else {
-          Dtype* yg = Buffer(&y_buf_, gpu) + m0 * N_ + rows * g.y_cols_before;
+          Dtype* yg = Buffer(&bufs_->y, gpu) + m0 * N_ + rows * g.y_cols_before;
           ops.gemm(false, true, rows, nout, nin, scale_, xg, ldx, wg, g.ldw,
                    Dtype(0), yg, nout);
           ops.scatter(rows, row_map, g.out, yg, ys, N_, false);
@@ -392,6 +438,8 @@ void ApproxDropoutInnerProductLayer<Dtype>::BackwardWith(
   if (propagate_down[0]) {
     dx = gpu ? bottom[0]->mutable_gpu_diff() : bottom[0]->mutable_cpu_diff();
     if (!plan_.in_covered()) ops.set_zero(M_ * K_, dx);
+    // A shared buffer may hold another step's W parts by now.
+    GatherWeights(ops, gpu, false);
   }
   for (int c = 0; c < plan_.num_classes(); ++c) {
     const ApproxDropoutClass& cls = plan_.cls(c);
@@ -407,7 +455,7 @@ void ApproxDropoutInnerProductLayer<Dtype>::BackwardWith(
         const Dtype* dyg = dys + g.out[0];
         int lddy = N_;
         if (!g.out.contiguous()) {
-          Dtype* buf = Buffer(&y_buf_, gpu) + m0 * N_ + rows * g.y_cols_before;
+          Dtype* buf = Buffer(&bufs_->y, gpu) + m0 * N_ + rows * g.y_cols_before;
           ops.gather(rows, row_map, g.out, dys, N_, buf);
           dyg = buf;
           lddy = nout;
@@ -424,7 +472,7 @@ void ApproxDropoutInnerProductLayer<Dtype>::BackwardWith(
           } else {
             ops.gemm(true, false, nout, nin, rows, scale_, dyg, lddy, xg, ldx,
                      first_slice ? Dtype(0) : Dtype(1),
-                     Buffer(&dw_buf_, gpu) + cls.w_base + g.w_offset, nin);
+                     Buffer(&bufs_->dw, gpu) + cls.w_base + g.w_offset, nin);
           }
         }
         if (db && drops_outputs_) {
@@ -434,7 +482,7 @@ void ApproxDropoutInnerProductLayer<Dtype>::BackwardWith(
         if (dx) {
           // W[out, in], in place or as gathered by the forward pass.
           const Dtype* wg = g.w_view ? w + g.w_view_offset
-              : (gpu ? w_buf_.gpu_data() : w_buf_.cpu_data())
+              : (gpu ? bufs_->w.gpu_data() : bufs_->w.cpu_data())
                 + cls.w_base + g.w_offset;
           if (!x_compact) {
             ops.gemm(false, false, rows, nin, nout, scale_, dyg, lddy, wg,
@@ -453,7 +501,7 @@ void ApproxDropoutInnerProductLayer<Dtype>::BackwardWith(
     if (weight_grad) {
       for (const ApproxDropoutGroup& g : cls.groups) {
         if (g.w_view) continue;
-        const Dtype* dwg = Buffer(&dw_buf_, gpu) + cls.w_base + g.w_offset;
+        const Dtype* dwg = Buffer(&bufs_->dw, gpu) + cls.w_base + g.w_offset;
         ops.scatter(g.out.size(), g.out, g.in, dwg, dw, K_, true);
       }
     }

@@ -109,6 +109,16 @@ void ApproxDropoutLSTMLayer<Dtype>::LayerSetUp(
   }
   CHECK(x_transform_ != NULL) << "Layer " << this->layer_param_.name()
       << ": the unrolled net lost its ApproxDropoutInnerProduct";
+  // The steps run one at a time and read one W_hc: one set of compact
+  // buffers serves them all (a set per step is T gathered copies of W_hc
+  // with a STRIDED layout).
+  if (!h_transforms_.empty()) {
+    shared_ptr<ApproxDropoutSharedBuffers<Dtype> > buffers(
+        new ApproxDropoutSharedBuffers<Dtype>());
+    for (size_t i = 0; i < h_transforms_.size(); ++i) {
+      h_transforms_[i]->ShareCompactBuffers(buffers);
+    }
+  }
 }
 
 template <typename Dtype>

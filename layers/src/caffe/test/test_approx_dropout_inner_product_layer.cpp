@@ -802,74 +802,97 @@ TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestGradientPropagated) {
 
 // The rule of propagation: a net whose layers take their producers' pattern
 // bottoms computes what the same net without them computes (same seed:
-// same patterns), loss, tops and every gradient, over several iterations.
+// same patterns), loss, tops and every gradient, over several iterations,
+// whatever the slice counts and phases of producer and consumer: both S = 3;
+// the consumer's S unset (its own default, 2) or larger than the
+// producer's; the consumer in the TEST phase (`phase: TEST`, dense) under a
+// TRAIN producer whose 3 slices dropped different columns.
 TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestWiredNetEqualsUnwired) {
   typedef typename TypeParam::Dtype Dtype;
+  struct Case {
+    const char *producer_slices, *consumer_slices, *consumer_phase;
+  };
+  const Case cases[] = {{"batch_slices: 3", "batch_slices: 3", ""},
+                        {"batch_slices: 3", "", ""},
+                        {"batch_slices: 2", "batch_slices: 3", ""},
+                        {"batch_slices: 3", "", "phase: TEST"}};
   const char* layouts[] = {"STRIDED", "BLOCK"};
-  for (const char* layout : layouts) {
-    std::vector<std::vector<Dtype> > values(2);
-    for (int wired = 0; wired < 2; ++wired) {
-      const std::string approx = std::string(" approx_dropout_param { "
-          "dropout_ratio: 0.5 batch_slices: 3 layout: ") + layout + " } ";
-      const std::string filler = " inner_product_param { num_output: %d "
-          "weight_filler { type: 'uniform' min: -1 max: 1 } "
-          "bias_filler { type: 'uniform' min: 0 max: 1 } } ";
-      char fc1[256], fc2[256], fc3[256];
-      snprintf(fc1, sizeof(fc1), filler.c_str(), 12);
-      snprintf(fc2, sizeof(fc2), filler.c_str(), 9);
-      snprintf(fc3, sizeof(fc3), filler.c_str(), 4);
-      const std::string net_text = std::string(
-          "name: 'mlp' force_backward: true state { phase: TRAIN } "
-          "layer { name: 'data' type: 'Input' top: 'data' top: 'label' "
-          "  input_param { shape { dim: 7 dim: 10 } shape { dim: 7 } } } "
-          "layer { name: 'fc1' type: 'ApproxDropoutInnerProduct' "
-          "  bottom: 'data' top: 'h1' top: 'p1' ") + fc1 + approx + "} "
-          "layer { name: 'r1' type: 'ReLU' bottom: 'h1' top: 'h1' } "
-          "layer { name: 'fc2' type: 'ApproxDropoutInnerProduct' "
-          "  bottom: 'h1' " + (wired ? "bottom: 'p1' " : "") +
-          "  top: 'h2' top: 'p2' " + fc2 + approx + "} "
-          "layer { name: 'r2' type: 'ReLU' bottom: 'h2' top: 'h2' } "
-          "layer { name: 'fc3' type: 'ApproxDropoutInnerProduct' "
-          "  bottom: 'h2' " + (wired ? "bottom: 'p2' " : "") +
-          "  top: 'fc3' " + fc3 +
-          "  approx_dropout_param { dropout_ratio: 0 } } "
-          "layer { name: 'loss' type: 'SoftmaxWithLoss' bottom: 'fc3' "
-          "  bottom: 'label' top: 'loss' } ";
-      NetParameter net_param;
-      CHECK(google::protobuf::TextFormat::ParseFromString(net_text,
-                                                          &net_param));
-      Caffe::set_random_seed(31);
-      Net<Dtype> net(net_param);
-      Blob<Dtype>* data = net.blob_by_name("data").get();
-      FillerParameter filler_param;
-      filler_param.set_min(-1);
-      filler_param.set_max(1);
-      UniformFiller<Dtype>(filler_param).Fill(data);
-      Dtype* label = net.blob_by_name("label")->mutable_cpu_data();
-      for (int i = 0; i < 7; ++i) label[i] = i % 4;
-      for (int iter = 0; iter < 4; ++iter) {
-        net.ClearParamDiffs();
-        values[wired].push_back(net.ForwardBackward());
-        const char* blobs[] = {"h1", "h2", "fc3", "p1", "p2"};
-        for (const char* name : blobs) {
-          const Blob<Dtype>& blob = *net.blob_by_name(name);
-          values[wired].insert(values[wired].end(), blob.cpu_data(),
-                               blob.cpu_data() + blob.count());
+  for (const Case& c : cases) {
+    for (const char* layout : layouts) {
+      const std::string what = std::string(layout) + " producer " +
+          c.producer_slices + ", consumer " + c.consumer_slices + " " +
+          c.consumer_phase;
+      std::vector<std::vector<Dtype> > values(2);
+      for (int wired = 0; wired < 2; ++wired) {
+        const std::string approx = std::string(" approx_dropout_param { "
+            "dropout_ratio: 0.5 layout: ") + layout + " ";
+        const std::string filler = " inner_product_param { num_output: %d "
+            "weight_filler { type: 'uniform' min: -1 max: 1 } "
+            "bias_filler { type: 'uniform' min: 0 max: 1 } } ";
+        char fc1[256], fc2[256], fc3[256];
+        snprintf(fc1, sizeof(fc1), filler.c_str(), 12);
+        snprintf(fc2, sizeof(fc2), filler.c_str(), 9);
+        snprintf(fc3, sizeof(fc3), filler.c_str(), 4);
+        const std::string net_text = std::string(
+            "name: 'mlp' force_backward: true state { phase: TRAIN } "
+            "layer { name: 'data' type: 'Input' top: 'data' top: 'label' "
+            "  input_param { shape { dim: 7 dim: 10 } shape { dim: 7 } } } "
+            "layer { name: 'fc1' type: 'ApproxDropoutInnerProduct' "
+            "  bottom: 'data' top: 'h1' top: 'p1' ") + fc1 + approx +
+            c.producer_slices + " } } "
+            "layer { name: 'r1' type: 'ReLU' bottom: 'h1' top: 'h1' } "
+            "layer { name: 'fc2' type: 'ApproxDropoutInnerProduct' "
+            "  bottom: 'h1' " + (wired ? "bottom: 'p1' " : "") +
+            "  top: 'h2' top: 'p2' " + c.consumer_phase + fc2 + approx +
+            c.consumer_slices + " } } "
+            "layer { name: 'r2' type: 'ReLU' bottom: 'h2' top: 'h2' } "
+            "layer { name: 'fc3' type: 'ApproxDropoutInnerProduct' "
+            "  bottom: 'h2' " + (wired ? "bottom: 'p2' " : "") +
+            "  top: 'fc3' " + fc3 +
+            "  approx_dropout_param { dropout_ratio: 0 } } "
+            "layer { name: 'loss' type: 'SoftmaxWithLoss' bottom: 'fc3' "
+            "  bottom: 'label' top: 'loss' } ";
+        NetParameter net_param;
+        CHECK(google::protobuf::TextFormat::ParseFromString(net_text,
+                                                            &net_param));
+        Caffe::set_random_seed(31);
+        Net<Dtype> net(net_param);
+        Blob<Dtype>* data = net.blob_by_name("data").get();
+        FillerParameter filler_param;
+        filler_param.set_min(-1);
+        filler_param.set_max(1);
+        UniformFiller<Dtype>(filler_param).Fill(data);
+        Dtype* label = net.blob_by_name("label")->mutable_cpu_data();
+        for (int i = 0; i < 7; ++i) label[i] = i % 4;
+        int dropped_both = 0;  // slice 1 and 2 rows: columns fc1 dropped
+        for (int iter = 0; iter < 4; ++iter) {
+          net.ClearParamDiffs();
+          values[wired].push_back(net.ForwardBackward());
+          const char* blobs[] = {"h1", "h2", "fc3", "p1", "p2"};
+          for (const char* name : blobs) {
+            const Blob<Dtype>& blob = *net.blob_by_name(name);
+            values[wired].insert(values[wired].end(), blob.cpu_data(),
+                                 blob.cpu_data() + blob.count());
+          }
+          values[wired].insert(values[wired].end(), data->cpu_diff(),
+                               data->cpu_diff() + data->count());
+          for (size_t i = 0; i < net.learnable_params().size(); ++i) {
+            const Blob<Dtype>& param = *net.learnable_params()[i];
+            values[wired].insert(values[wired].end(), param.cpu_diff(),
+                                 param.cpu_diff() + param.count());
+          }
+          const Dtype* p1 = net.blob_by_name("p1")->cpu_data();
+          dropped_both += p1[0] > 1;
         }
-        values[wired].insert(values[wired].end(), data->cpu_diff(),
-                             data->cpu_diff() + data->count());
-        for (size_t i = 0; i < net.learnable_params().size(); ++i) {
-          const Blob<Dtype>& param = *net.learnable_params()[i];
-          values[wired].insert(values[wired].end(), param.cpu_diff(),
-                               param.cpu_diff() + param.count());
-        }
+        // The case tests something only if fc1's slices differ.
+        EXPECT_GT(dropped_both, 0) << what;
       }
-    }
-    ASSERT_EQ(values[0].size(), values[1].size());
-    for (size_t i = 0; i < values[0].size(); ++i) {
-      EXPECT_NEAR(values[1][i], values[0][i],
-                  1e-4 * std::max(Dtype(1), std::fabs(values[0][i])))
-          << layout << " value " << i;
+      ASSERT_EQ(values[0].size(), values[1].size()) << what;
+      for (size_t i = 0; i < values[0].size(); ++i) {
+        EXPECT_NEAR(values[1][i], values[0][i],
+                    1e-4 * std::max(Dtype(1), std::fabs(values[0][i])))
+            << what << ": value " << i;
+      }
     }
   }
 }
@@ -1073,11 +1096,42 @@ TEST_F(ApproxDropoutInnerProductDeathTest, PatternUnitsDiffer) {
                        "fc2 is 10");
 }
 
-TEST_F(ApproxDropoutInnerProductDeathTest, PatternSlicesDiffer) {
-  ExpectNetDeath(WiringNet("dropout_ratio: 0.5 batch_slices: 4",
-                           "dropout_ratio: 0.5 batch_slices: 2"),
-      "batch_slices of fc2 \\(2\\) differs from its producer's "
-      "\\(4\\)");
+// The pattern-top registry keys ownership by the layer, not its name: a
+// producer that outlives the registration of a same-named layer on the same
+// memory (a pycaffe reference to a layer of an earlier net) leaves the
+// newer entry alone when it goes, so the consumer still finds its producer.
+void ProducerOutlivedByNamesake() {
+  LayerParameter producer;
+  producer.set_name("fc1");
+  producer.mutable_inner_product_param()->set_num_output(6);
+  producer.mutable_approx_dropout_param()->set_dropout_ratio(0.5);
+  producer.set_phase(TRAIN);
+  Blob<float> x(4, 5, 1, 1), h1, p1, h2;
+  vector<Blob<float>*> bottom(1, &x), tops;
+  tops.push_back(&h1);
+  tops.push_back(&p1);
+  shared_ptr<ApproxDropoutInnerProductLayer<float> > old_layer(
+      new ApproxDropoutInnerProductLayer<float>(producer));
+  old_layer->SetUp(bottom, tops);
+  ApproxDropoutInnerProductLayer<float> new_layer(producer);
+  new_layer.SetUp(bottom, tops);  // same name, same pattern-top memory
+  old_layer.reset();
+  LayerParameter consumer;
+  consumer.set_name("fc2");
+  consumer.mutable_inner_product_param()->set_num_output(3);
+  consumer.mutable_approx_dropout_param()->set_dropout_ratio(0.5);
+  consumer.set_phase(TRAIN);
+  ApproxDropoutInnerProductLayer<float> fc2(consumer);
+  vector<Blob<float>*> consumer_top(1, &h2);
+  fc2.SetUp(tops, consumer_top);
+  new_layer.Forward(bottom, tops);
+  fc2.Forward(tops, consumer_top);
+  exit(0);
+}
+
+TEST_F(ApproxDropoutInnerProductDeathTest, PatternTopOwnedByLayer) {
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  EXPECT_EXIT(ProducerOutlivedByNamesake(), ::testing::ExitedWithCode(0), "");
 }
 
 TEST_F(ApproxDropoutInnerProductDeathTest, PatternConsumerTile) {

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -9,6 +10,7 @@
 #include "caffe/filler.hpp"
 #include "caffe/layers/approx_dropout_lstm_layer.hpp"
 #include "caffe/layers/lstm_layer.hpp"
+#include "caffe/util/math_functions.hpp"
 
 #include "caffe/test/approx_dropout_test_util.hpp"
 #include "caffe/test/test_caffe_main.hpp"
@@ -488,6 +490,73 @@ TYPED_TEST(ApproxDropoutLSTMLayerTest, TestRecurrentStatistics) {
         EXPECT_GT(steps_differ, trials / 2);
       }
     }
+  }
+}
+
+// The unrolled steps share one set of compact buffers (not T gathered
+// copies of W_hc); with a pattern per step (STRIDED: W_hc's kept columns are
+// gathered) each step's backward still uses its own pattern's W: the same
+// outputs and gradients as steps with buffers of their own.
+TYPED_TEST(ApproxDropoutLSTMLayerTest, TestRecurrentStepsShareBuffers) {
+  typedef typename TypeParam::Dtype Dtype;
+  // dp 2 or 3 (rate 7/12): mostly kept columns that are gathered, not views.
+  const double k[] = {0, 0.5, 0.5};
+  std::vector<std::vector<Dtype> > values(2);
+  for (int own = 0; own < 2; ++own) {
+    LayerParameter p = this->Param(false, 0.5);
+    ApproxDropoutParameter* ad = p.mutable_approx_dropout_param();
+    ad->set_recurrent_dropout_ratio(7.0 / 12);
+    for (double v : k) ad->add_recurrent_pattern_distribution(v);
+    ad->set_recurrent_pattern(
+        ApproxDropoutParameter_RecurrentPattern_PER_STEP);
+    Caffe::set_random_seed(4242);
+    ApproxDropoutLSTMLayer<Dtype> layer(p);
+    layer.SetUp(this->bottom_, this->top_);
+    const vector<ApproxDropoutInnerProductLayer<Dtype>*>& steps =
+        layer.recurrent_transforms();
+    ASSERT_EQ(steps.size(), this->kT);
+    for (int t = 1; t < this->kT; ++t) {
+      EXPECT_EQ(steps[t]->compact_buffers(), steps[0]->compact_buffers());
+    }
+    if (own) {
+      for (int t = 0; t < this->kT; ++t) {
+        steps[t]->ShareCompactBuffers(shared_ptr<ApproxDropoutSharedBuffers<
+            Dtype> >(new ApproxDropoutSharedBuffers<Dtype>()));
+      }
+    }
+    int steps_differ = 0;
+    for (int iter = 0; iter < 6; ++iter) {
+      layer.Forward(this->bottom_, this->top_);
+      for (int t = 1; t < this->kT; ++t) {
+        steps_differ += steps[t]->pattern().dp != steps[0]->pattern().dp ||
+                        steps[t]->pattern().b != steps[0]->pattern().b;
+      }
+      for (int i = 0; i < this->h_.count(); ++i) {
+        this->h_.mutable_cpu_diff()[i] = std::sin(0.7 * i + iter);
+      }
+      for (size_t i = 0; i < layer.blobs().size(); ++i) {
+        caffe_set(layer.blobs()[i]->count(), Dtype(0),
+                  layer.blobs()[i]->mutable_cpu_diff());
+      }
+      vector<bool> propagate_down(2, false);
+      propagate_down[0] = true;
+      layer.Backward(this->top_, propagate_down, this->bottom_);
+      values[own].insert(values[own].end(), this->h_.cpu_data(),
+                         this->h_.cpu_data() + this->h_.count());
+      values[own].insert(values[own].end(), this->x_.cpu_diff(),
+                         this->x_.cpu_diff() + this->x_.count());
+      for (size_t i = 0; i < layer.blobs().size(); ++i) {
+        const Blob<Dtype>& b = *layer.blobs()[i];
+        values[own].insert(values[own].end(), b.cpu_diff(),
+                           b.cpu_diff() + b.count());
+      }
+    }
+    EXPECT_GT(steps_differ, 0) << "no step used another pattern";
+  }
+  ASSERT_EQ(values[0].size(), values[1].size());
+  for (size_t i = 0; i < values[0].size(); ++i) {
+    EXPECT_NEAR(values[0][i], values[1][i],
+                1e-6 * std::max(Dtype(1), std::fabs(values[1][i]))) << i;
   }
 }
 

@@ -85,20 +85,51 @@ void ApproxDropoutPlan::PlanGroups(const ApproxDropoutShape& shape,
   cls->in_covered = groups.size() == 1 && groups[0].in.all();
 }
 
+namespace {
+
+// First row of slice s of `slices` even slices of `rows`.
+int EvenBegin(int s, int slices, int rows) {
+  return static_cast<int>(static_cast<int64_t>(s) * rows / slices);
+}
+
+}  // namespace
+
 void ApproxDropoutPlan::Plan(const ApproxDropoutShape& shape, int rows,
+    const std::vector<DropoutPattern>& patterns,
+    const std::vector<DropoutPattern>* inputs, bool input_block) {
+  const int slices = patterns.size();
+  bounds_.resize(slices + 1);
+  for (int s = 0; s <= slices; ++s) {
+    bounds_[s] = slices > 0 ? EvenBegin(s, slices, rows) : 0;
+  }
+  PlanBounded(shape, patterns, inputs, input_block);
+}
+
+void ApproxDropoutPlan::Plan(const ApproxDropoutShape& shape,
+    const std::vector<int>& bounds,
+    const std::vector<DropoutPattern>& patterns,
+    const std::vector<DropoutPattern>* inputs, bool input_block) {
+  CHECK_EQ(bounds.size(), patterns.size() + 1) << "approx-dropout plan: "
+      << bounds.size() << " slice bounds for " << patterns.size() << " slices";
+  bounds_.assign(bounds.begin(), bounds.end());
+  PlanBounded(shape, patterns, inputs, input_block);
+}
+
+void ApproxDropoutPlan::PlanBounded(const ApproxDropoutShape& shape,
     const std::vector<DropoutPattern>& patterns,
     const std::vector<DropoutPattern>* inputs, bool input_block) {
   CHECK(!patterns.empty()) << "approx-dropout plan: no slice patterns";
   CHECK(inputs == NULL || inputs->size() == patterns.size())
       << "approx-dropout plan: " << inputs->size() << " input patterns for "
       << patterns.size() << " slices";
-  rows_ = rows;
-  num_slices_ = patterns.size();
+  const int num_slices = patterns.size();
   num_classes_ = 0;
   compact_weights_ = 0;
   out_covered_ = in_covered_ = true;
   const DropoutPattern none = {1, 0};
-  for (int s = 0; s < num_slices_; ++s) {
+  for (int s = 0; s < num_slices; ++s) {
+    CHECK_LE(SliceBegin(s), SliceBegin(s + 1)) << "approx-dropout plan: "
+        << "slice bounds decrease at slice " << s;
     if (SliceBegin(s + 1) == SliceBegin(s)) continue;
     const DropoutPattern& input = inputs ? (*inputs)[s] : none;
     int c = 0;
@@ -130,6 +161,36 @@ void ApproxDropoutPlan::Plan(const ApproxDropoutShape& shape, int rows,
   // gathered parts fit one N x K buffer together.
   CHECK_LE(compact_weights_, static_cast<int64_t>(shape.N) * shape.K)
       << "approx-dropout plan: the slices' patterns overlap";
+}
+
+void ApproxDropoutSegments(int rows, const std::vector<DropoutPattern>& own,
+                           const std::vector<DropoutPattern>& inputs,
+                           std::vector<int>* bounds,
+                           std::vector<DropoutPattern>* seg_own,
+                           std::vector<DropoutPattern>* seg_inputs) {
+  CHECK(!own.empty() && !inputs.empty())
+      << "approx-dropout segments: no slice patterns";
+  const int S = own.size(), T = inputs.size();
+  bounds->assign(1, 0);
+  seg_own->clear();
+  seg_inputs->clear();
+  int s = 0, t = 0, row = 0;
+  do {
+    // The slices containing `row` (an empty slice is passed over).
+    while (s + 1 < S && EvenBegin(s + 1, S, rows) <= row) ++s;
+    while (t + 1 < T && EvenBegin(t + 1, T, rows) <= row) ++t;
+    const int end = std::min(EvenBegin(s + 1, S, rows),
+                             EvenBegin(t + 1, T, rows));
+    if (!seg_own->empty() && Same(seg_own->back(), own[s]) &&
+        Same(seg_inputs->back(), inputs[t])) {
+      bounds->back() = end;
+    } else {
+      seg_own->push_back(own[s]);
+      seg_inputs->push_back(inputs[t]);
+      bounds->push_back(end);
+    }
+    row = end;
+  } while (row < rows);
 }
 
 }  // namespace caffe
