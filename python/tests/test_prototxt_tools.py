@@ -719,16 +719,17 @@ def _converted_layers(caffe, caffe_pb2, tmp_path, text):
 def test_convert_keeps_the_dropouts_phase(caffe, caffe_pb2, tmp_path):
     # MC dropout: a Dropout with phase: TRAIN drops at test time too, and so
     # must the converted layer; an InnerProduct's own phase (which changed
-    # nothing) goes. Producer and consumer then differ in phase: not wired.
+    # nothing) goes. Producer and consumer then differ in phase and are wired
+    # all the same (the consumer skips what the producer dropped, whatever
+    # phase each runs in: the layer's gtest TestWiredNetEqualsUnwired).
     text = (CHAIN_HEAD.replace('top: "fc1" ', 'top: "fc1" phase: TEST ', 1)
             + MC_TAIL.replace("DROP1", "phase: TRAIN").replace("FC2", ""))
     report, layers = _converted_layers(caffe, caffe_pb2, tmp_path, text)
     assert report.converted == ["fc1 -> relu1 -> drop1", "fc2 -> relu2 -> drop2"]
     assert layers["fc1"].HasField("phase") and layers["fc1"].phase == caffe_pb2.TRAIN
     assert not layers["fc2"].HasField("phase")
-    assert report.wired == []
-    (producer, consumer, why), = report.not_wired
-    assert (producer, consumer) == ("fc1", "fc2") and "differ in their phase" in why
+    assert [(w.producer, w.consumer) for w in report.wired] == [("fc1", "fc2")]
+    assert report.not_wired == []
 
 
 def test_wiring_keeps_one_loss_weight_per_top_and_propagate_down_per_bottom(
@@ -743,3 +744,202 @@ def test_wiring_keeps_one_loss_weight_per_top_and_propagate_down_per_bottom(
     assert list(layers["fc1"].loss_weight) == [0, 0]
     assert list(layers["fc2"].bottom) == ["fc1", "fc1_pattern"]
     assert list(layers["fc2"].propagate_down) == [True, False]
+
+
+# ---- convert: Dropout in front of an InnerProduct (its input side) -----------
+
+POOL_HEAD = ('layer { name: "data" type: "Input" top: "data" '
+             'input_param { shape { dim: 4 dim: 8 dim: 6 dim: 6 } } }\n'
+             'layer { name: "pool" type: "Pooling" bottom: "data" top: "pool" '
+             'pooling_param { pool: AVE kernel_size: 3 stride: 3 } }\n')
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+def test_convert_dropout_before_an_inner_product_drops_its_input(caffe, caffe_pb2, tmp_path,
+                                                               in_place):
+    # GoogLeNet's head: Pooling -> Dropout -> InnerProduct
+    drop_top = "pool" if in_place else "pool_drop"
+    text = POOL_HEAD + (
+        f'layer {{ name: "drop" type: "Dropout" bottom: "pool" top: "{drop_top}" '
+        f'dropout_param {{ dropout_ratio: 0.4 }} }}\n'
+        f'layer {{ name: "fc" type: "InnerProduct" bottom: "{drop_top}" top: "fc" '
+        f'inner_product_param {{ num_output: 5 weight_filler {{ type: "xavier" }} }} }}\n')
+    out, report = convert.convert_net(parse(caffe_pb2, text))
+    assert report.converted == ["drop -> fc (side: INPUT)"] and report.refused == []
+    assert [layer.name for layer in out.layer] == ["data", "pool", "fc"]
+    fc = out.layer[2]
+    assert fc.type == "ApproxDropoutInnerProduct" and list(fc.bottom) == ["pool"]
+    param = fc.approx_dropout_param
+    assert param.side == caffe_pb2.ApproxDropoutParameter.INPUT
+    assert param.dropout_ratio == pytest.approx(0.4)
+    assert len(param.pattern_distribution) <= 32  # K = 8 x 2 x 2
+    # TEST: the InnerProduct itself (same weights, same numbers)
+    paths = [tmp_path / "original.prototxt", tmp_path / "converted.prototxt"]
+    paths[0].write_text(text)
+    paths[1].write_text(prototxt_io.net_to_text(out))
+    caffe.set_mode_cpu()
+    nets = [caffe.Net(str(p), caffe.TEST) for p in paths]
+    nets[1].params["fc"][0].data[...] = nets[0].params["fc"][0].data
+    data = np.random.default_rng(1).normal(size=nets[0].blobs["data"].data.shape)
+    for net in nets:
+        net.blobs["data"].data[...] = data
+        net.forward()
+    np.testing.assert_allclose(nets[1].blobs["fc"].data, nets[0].blobs["fc"].data,
+                               rtol=1e-5, atol=1e-6)
+    train = caffe.Net(str(paths[1]), caffe.TRAIN)
+    train.forward()
+    train.backward()
+
+
+def test_convert_input_side_refusals_say_why(caffe_pb2):
+    fc = ('layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc" '
+          'inner_product_param { num_output: 5 } }\n')
+    drop = 'layer { name: "drop" type: "Dropout" bottom: "pool" top: "pool" }\n'
+    # read by two layers: dropping one's input alone would change the other's
+    text = POOL_HEAD + drop + fc + fc.replace('name: "fc"', 'name: "fc_b"').replace(
+        'top: "fc"', 'top: "fc_b"')
+    _, report = convert.convert_net(parse(caffe_pb2, text))
+    ((name, why),) = report.refused
+    assert name == "drop" and "left alone: its input comes from Pooling layer 'pool'" in why
+    assert "as the input of the InnerProduct reading it: its output 'pool' is read by fc, fc_b" \
+        in why
+    # an InnerProduct that already drops its outputs keeps the Dropout in front
+    text = POOL_HEAD + drop + fc + ('layer { name: "relu" type: "ReLU" bottom: "fc" top: "fc" }\n'
+                                    'layer { name: "drop2" type: "Dropout" bottom: "fc" '
+                                    'top: "fc" }\n')
+    out, report = convert.convert_net(parse(caffe_pb2, text))
+    assert report.converted == ["fc -> relu -> drop2"]
+    assert "'fc' reads it but already drops its own outputs" in report.refused[0][1]
+    assert [layer.name for layer in out.layer] == ["data", "pool", "drop", "fc", "relu"]
+    # a Dropout no InnerProduct reads: the output-side reason alone
+    _, report = convert.convert_net(parse(caffe_pb2, POOL_HEAD + drop))
+    assert report.refused == [("drop", "left alone: its input comes from Pooling layer 'pool'")]
+
+
+def test_convert_input_side_layer_is_neither_producer_nor_consumer(caffe_pb2):
+    text = CHAIN_HEAD + (
+        'layer { name: "relu1" type: "ReLU" bottom: "fc1" top: "fc1" }\n'
+        'layer { name: "drop1" type: "Dropout" bottom: "fc1" top: "fc1" }\n'
+        'layer { name: "tanh" type: "TanH" bottom: "fc1" top: "t" }\n'
+        'layer { name: "drop2" type: "Dropout" bottom: "t" top: "t" }\n'
+        'layer { name: "fc2" type: "InnerProduct" bottom: "t" top: "fc2" '
+        'inner_product_param { num_output: 8 } }\n')
+    out, report = convert.convert_net(parse(caffe_pb2, text), propagate="all")
+    assert report.converted == ["fc1 -> relu1 -> drop1", "drop2 -> fc2 (side: INPUT)"]
+    assert report.wired == []
+    by_name = {layer.name: layer for layer in out.layer}
+    assert list(by_name["fc2"].bottom) == ["t"] and len(by_name["fc1"].top) == 1
+
+
+# ---- shapes of data layers: what the prototxt gives --------------------------
+
+DATA_NET = (
+    'layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TRAIN } '
+    'transform_param { crop_size: 27 } data_param { source: "no-db" batch_size: 8 } }\n'
+    'layer { name: "data" type: "ImageData" top: "data" top: "label" include { phase: TEST } '
+    'transform_param { mirror: false } '
+    'image_data_param { source: "list.txt" batch_size: 5 new_height: 29 new_width: 29 } }\n'
+    'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
+    'convolution_param { num_output: 6 kernel_size: 5 stride: 2 } }\n'
+    'layer { name: "fc6" type: "InnerProduct" bottom: "conv" top: "fc6" '
+    'inner_product_param { num_output: 64 } }\n'
+    'layer { name: "relu6" type: "ReLU" bottom: "fc6" top: "fc6" }\n'
+    'layer { name: "drop6" type: "Dropout" bottom: "fc6" top: "fc6" }\n'
+    'layer { name: "fc7" type: "InnerProduct" bottom: "fc6" top: "fc7" '
+    'inner_product_param { num_output: 40 } }\n'
+    'layer { name: "relu7" type: "ReLU" bottom: "fc7" top: "fc7" }\n'
+    'layer { name: "drop7" type: "Dropout" bottom: "fc7" top: "fc7" }\n'
+    'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc7" bottom: "label" top: "loss" }\n')
+
+
+def test_data_layer_shapes_come_from_crop_and_resize(caffe_pb2):
+    net = parse(caffe_pb2, DATA_NET)
+    train = net_shapes.infer(net, net_shapes.TRAIN)
+    unknown = net_shapes.UNKNOWN
+    assert train.blobs["data"] == (8, unknown, 27, 27) and train.blobs["label"] == (8,)
+    assert "reads its channels from its database" in train.reason["data"]
+    assert train.blobs["conv"] == (8, 6, 12, 12) and "conv" not in train.reason
+    test = net_shapes.infer(net, net_shapes.TEST)
+    assert test.blobs["data"] == (5, 3, 29, 29) and test.blobs["conv"] == (5, 6, 13, 13)
+    # an InnerProduct's output size is its num_output, whatever its input
+    no_crop = parse(caffe_pb2, DATA_NET.replace("crop_size: 27", "mirror: true"))
+    shapes = net_shapes.infer(no_crop, net_shapes.TRAIN)
+    assert shapes.blobs["conv"] == (8, 6, unknown, unknown)
+    assert shapes.blobs["fc6"] == (8, 64)  # batch and num_output known
+    assert shapes.blobs["fc7"] == (8, 40)
+
+
+def test_convert_tile_on_a_train_val_net(caffe_pb2):
+    """fc6's input from crop_size; fc7's from fc6's num_output."""
+    out, report = convert.convert_net(parse(caffe_pb2, DATA_NET.replace("64", "96")),
+                                      pattern="TILE")
+    assert report.converted == ["fc6 -> relu6 -> drop6", "fc7 -> relu7 -> drop7"]
+    no_crop = DATA_NET.replace("crop_size: 27", "mirror: true").replace(
+        "num_output: 64", "num_output: 96")
+    _, report = convert.convert_net(parse(caffe_pb2, no_crop), pattern="TILE")
+    assert report.converted == ["fc7 -> relu7 -> drop7"]
+    assert "reads its image shape from its database" in report.refused[0][1]
+
+
+def test_data_as_inputs_sets_a_train_val_net_up_without_its_data(caffe, caffe_pb2, tmp_path):
+    net = parse(caffe_pb2, DATA_NET)
+    for phase, shape in ((net_shapes.TRAIN, [8, 3, 27, 27]), (net_shapes.TEST, [5, 3, 29, 29])):
+        swapped = net_shapes.data_as_inputs(net, phase)
+        layer = [x for x in swapped.layer if x.name == "data" and net_shapes.included(x, phase)]
+        assert layer[0].type == "Input" and list(layer[0].input_param.shape[0].dim) == shape
+        assert list(layer[0].top) == ["data", "label"]
+        path = tmp_path / f"swapped{phase}.prototxt"
+        path.write_text(prototxt_io.net_to_text(swapped))
+        loaded = caffe.Net(str(path), phase)
+        assert list(loaded.blobs["data"].data.shape) == shape
+    mean = parse(caffe_pb2, DATA_NET.replace("crop_size: 27", "crop_size: 27 mean_value: 1 "
+                                                               "mean_value: 2"))
+    assert list(net_shapes.data_as_inputs(mean, net_shapes.TRAIN).layer[0]
+                .input_param.shape[0].dim) == [8, 2, 27, 27]
+    no_crop = parse(caffe_pb2, DATA_NET.replace("crop_size: 27", "mirror: true"))
+    with pytest.raises(prototxt_io.PrototxtError, match="data layer 'data': the shape of top "
+                                                        "'data' is unknown"):
+        net_shapes.data_as_inputs(no_crop, net_shapes.TRAIN)
+
+
+# ---- NetSpec helper: a drop-in for L.InnerProduct ----------------------------
+
+def test_netspec_helper_takes_what_inner_product_takes(caffe):
+    from approx_dropout.prototxt import netspec
+    L = caffe.layers
+    # CaffeNet's fc6, as examples/pycaffe/caffenet.py writes it
+    kwargs = dict(weight_filler=dict(type="gaussian", std=0.005),
+                  bias_filler=dict(type="constant", value=0.1),
+                  param=[dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)])
+    stock, approx = caffe.NetSpec(), caffe.NetSpec()
+    for n in (stock, approx):
+        n.x = L.Input(shape=[dict(dim=[2, 9216])])
+    stock.fc6 = L.InnerProduct(stock.x, num_output=4096, **kwargs)
+    approx.fc6 = netspec.approx_dropout_inner_product(approx.x, 4096, 0.5, **kwargs)
+    s, a = stock.to_proto().layer[-1], approx.to_proto().layer[-1]
+    assert a.inner_product_param == s.inner_product_param
+    assert list(a.param) == list(s.param) and a.name == s.name == "fc6"
+    # inner_product_param as a dict, num_output in it
+    approx.fc7 = netspec.approx_dropout_inner_product(
+        approx.fc6, dropout_ratio=0.5, inner_product_param=dict(num_output=10, bias_term=False))
+    fc7 = approx.to_proto().layer[-1]
+    assert fc7.inner_product_param.num_output == 10 and not fc7.inner_product_param.bias_term
+    assert not fc7.inner_product_param.HasField("bias_filler")
+    with pytest.raises(ValueError, match="num_output is required"):
+        netspec.approx_dropout_inner_product(approx.fc6, dropout_ratio=0.5)
+
+
+def test_netspec_pattern_tops_are_named_after_their_layer(caffe):
+    from approx_dropout.prototxt import netspec
+    L = caffe.layers
+    n = caffe.NetSpec()
+    n.x = L.Input(shape=[dict(dim=[2, 20])])
+    fc1, pattern = netspec.approx_dropout_inner_product(n.x, 16, 0.5, pattern_top=True)
+    n.fc1 = fc1  # the pattern top left unnamed
+    n.fc2 = netspec.approx_dropout_inner_product(L.ReLU(n.fc1, in_place=True), 4, 0.0,
+                                                 pattern_from=pattern)
+    layers = {layer.name: layer for layer in n.to_proto().layer}
+    assert list(layers["fc1"].top) == ["fc1", "fc1_pattern"]
+    assert list(layers["fc2"].bottom) == ["fc1", "fc1_pattern"]
+    n.named = pattern  # a name the NetSpec gives wins
+    assert list({x.name: x for x in n.to_proto().layer}["fc1"].top) == ["fc1", "named"]

@@ -9,6 +9,13 @@ does while computing only the kept ones. Any other layer between them
 chain that another layer also reads would see dropped values afterwards; such
 chains are refused with the reason.
 
+A Dropout that no such chain ends in but whose output only an InnerProduct
+reads (Pooling -> Dropout -> InnerProduct, as GoogLeNet's head) drops that
+layer's input: the InnerProduct becomes an ApproxDropoutInnerProduct with
+`side: INPUT` (ROW), which computes only the kept input features. A layer
+drops one side only, so an InnerProduct that already ends a chain is left
+with its Dropout before it, with the reason.
+
 The inner product keeps its layer name and parameter blobs, so a
 .caffemodel trained with the original net still loads into the converted one.
 
@@ -24,12 +31,14 @@ skips (same name and parameters, so a .caffemodel still loads). Only ROW
 patterns are wired: TILE drops weight tiles, never a whole unit, so no
 input column of the next layer is zero for it to skip. A pair is left
 unwired, with the reason, when anything but one ReLU sits between (another
-activation would turn the zeros into something else), when phase rules or
-different `phase:` overrides could change what the consumer reads (a
-converted layer takes its Dropout's `phase:`, e.g. TRAIN to drop at test
-time), when the consumer's axis differs, or when a
+activation would turn the zeros into something else), when include/exclude
+rules could change what the consumer reads, when the consumer's axis
+differs, or when a
 later layer rewrites the consumer's input in place (the consumer's weight
-gradient would then read values that are not zero). A wired producer with
+gradient would then read values that are not zero). Different `phase:`
+overrides are fine (a converted layer takes its Dropout's, e.g. TRAIN to drop
+at test time): a consumer skips, slice by slice, what its producer dropped in
+whatever phase each runs. A wired producer with
 per-top loss_weight, or consumer with per-bottom propagate_down, gets an entry
 for the pattern blob (0, false), as Caffe requires one per blob.
 """
@@ -41,8 +50,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from . import shapes as net_shapes
-from .fill import (ROW, DistributionCache, FilledLayer, ShapeOracle, Units,
-                                fill_layer)
+from .fill import (INPUT, ROW, DistributionCache, FilledLayer, ShapeOracle, Units,
+                   fill_layer)
 from .io import PrototxtError, caffe_pb2
 
 PATTERNS = ("ROW", "TILE")
@@ -57,6 +66,12 @@ class Chain:
     inner_product: int          # layer indices in the original net
     relu: int | None
     dropout: int
+
+
+@dataclass
+class InputChain:
+    dropout: int                # layer indices in the original net
+    inner_product: int          # reads the dropout's output, becomes side: INPUT
 
 
 @dataclass
@@ -138,23 +153,15 @@ def _find_chain(net, flow: _Dataflow, d: int) -> Chain | str:
                     f"with dropping (ReLU(0) = 0 and ReLU(s x) = s ReLU(x) for s > 0)")
         return f"left alone: its input comes from {prev.type} layer {prev.name!r}"
     chain = Chain(ip, relu, d)
-    members = [i for i in (ip, relu, d) if i is not None]
-    for i in members:
-        layer = net.layer[i]
-        if len(layer.include) or len(layer.exclude):
-            return (f"layer {layer.name!r} has include/exclude phase rules; only "
-                    f"chains present in every phase are converted")
+    why = _common_refusal(net, [i for i in (ip, relu, d) if i is not None], drop)
+    if why:
+        return why
     ip_layer = net.layer[ip]
     if len(ip_layer.top) != 1:
         return f"InnerProduct {ip_layer.name!r} has {len(ip_layer.top)} tops"
     if ip_layer.inner_product_param.transpose:
         return (f"InnerProduct {ip_layer.name!r} has transpose: true, which "
                 f"ApproxDropoutInnerProduct does not support")
-    # Forks of Caffe (NVIDIA's) add scale_train; BVLC's Dropout always scales.
-    has_scale_train = "scale_train" in drop.dropout_param.DESCRIPTOR.fields_by_name
-    if has_scale_train and not drop.dropout_param.scale_train:
-        return ("dropout_param.scale_train is false (scaling at test time); "
-                "ApproxDropoutInnerProduct scales the kept units while training")
     # Every blob between the inner product and the dropout must be read by
     # the next layer of the chain only.
     for producer, reader in ((ip, relu if relu is not None else d), (relu, d)):
@@ -167,6 +174,61 @@ def _find_chain(net, flow: _Dataflow, d: int) -> Chain | str:
             return (f"blob {blob!r} (output of {net.layer[producer].name!r}) is also "
                     f"read by {_names(net, others)}, which would then see dropped values")
     return chain
+
+
+def _common_refusal(net, indices: list[int], drop) -> str:
+    """Refusals shared by both kinds of chain: phase rules, scale_train."""
+    for i in indices:
+        layer = net.layer[i]
+        if len(layer.include) or len(layer.exclude):
+            return (f"layer {layer.name!r} has include/exclude phase rules; only "
+                    f"chains present in every phase are converted")
+    # Forks of Caffe (NVIDIA's) add scale_train; BVLC's Dropout always scales.
+    has_scale_train = "scale_train" in drop.dropout_param.DESCRIPTOR.fields_by_name
+    if has_scale_train and not drop.dropout_param.scale_train:
+        return ("dropout_param.scale_train is false (scaling at test time); "
+                "ApproxDropoutInnerProduct scales the kept units while training")
+    return ""
+
+
+def _find_input_chain(net, flow: _Dataflow, d: int,
+                      output_ips: set[int]) -> InputChain | str | None:
+    """Dropout d in front of an InnerProduct (side: INPUT), why not, or None
+    when no InnerProduct reads its output."""
+    drop = net.layer[d]
+    if len(drop.bottom) != 1 or len(drop.top) != 1:
+        return None
+    readers = flow.readers[(d, drop.top[0])]
+    ips = [i for i in readers if net.layer[i].type == "InnerProduct"]
+    if not ips:
+        return None
+    if len(readers) > 1:
+        return (f"its output {drop.top[0]!r} is read by {_names(net, readers)}; dropping "
+                f"the input of {net.layer[ips[0]].name!r} alone would change what the "
+                f"others read")
+    c = ips[0]
+    ip = net.layer[c]
+    if len(ip.bottom) != 1:
+        return f"InnerProduct {ip.name!r} has {len(ip.bottom)} bottoms"
+    if len(ip.top) != 1:
+        return f"InnerProduct {ip.name!r} has {len(ip.top)} tops"
+    if ip.inner_product_param.transpose:
+        return (f"InnerProduct {ip.name!r} has transpose: true, which "
+                f"ApproxDropoutInnerProduct does not support")
+    if c in output_ips:
+        return (f"InnerProduct {ip.name!r} reads it but already drops its own outputs "
+                f"(a converted chain); a layer drops one side only")
+    why = _common_refusal(net, [d, c], drop)
+    if why:
+        return why
+    # Without the dropout, the InnerProduct reads the dropout's input: no
+    # layer between them may rewrite that blob.
+    source_blob = drop.bottom[0]
+    for i in range(d + 1, c):
+        if source_blob in net.layer[i].top:
+            return (f"layer {net.layer[i].name!r} rewrites {source_blob!r} between "
+                    f"{drop.name!r} and {ip.name!r}")
+    return InputChain(d, c)
 
 
 def _renames_are_safe(net, chain: Chain) -> str:
@@ -183,14 +245,27 @@ def _renames_are_safe(net, chain: Chain) -> str:
     return ""
 
 
-def _as_approx(layer, ratio: float, pattern_value: int):
+def _as_approx(layer, ratio: float, pattern_value: int, input_side: bool = False):
     """The ApproxDropoutInnerProduct that convert makes of an InnerProduct layer."""
     approx = layer.__class__()
     approx.CopyFrom(layer)
     approx.type = "ApproxDropoutInnerProduct"
     approx.approx_dropout_param.dropout_ratio = ratio
     approx.approx_dropout_param.pattern = pattern_value
+    if input_side and pattern_value == ROW:
+        approx.approx_dropout_param.side = INPUT
     return approx
+
+
+def _take_phase(approx, drop) -> None:
+    """LayerParameter.phase runs one layer in another phase than its net (a
+    Dropout with phase: TRAIN drops at test time too: MC dropout). The
+    converted layer drops, so it takes the dropout's; an InnerProduct's own
+    override changed nothing and goes."""
+    if drop.HasField("phase"):
+        approx.phase = drop.phase
+    else:
+        approx.ClearField("phase")
 
 
 def _fits(units: Units, pattern: str, name: str) -> str:
@@ -221,16 +296,18 @@ def _wiring_problem(net, flow: _Dataflow, producer: int, relu: int | None,
                     consumer: int) -> str:
     """Why the consumer may not take the producer's pattern, or ""."""
     c_layer, p_layer = net.layer[consumer], net.layer[producer]
+    if p_layer.approx_dropout_param.side == INPUT:
+        return f"{p_layer.name!r} drops its inputs (side: INPUT), not its outputs"
     if p_layer.approx_dropout_param.dropout_ratio <= 0:
         return f"{p_layer.name!r} has dropout_ratio 0: it drops no output for the next to skip"
+    if c_layer.type == "ApproxDropoutInnerProduct" and \
+            c_layer.approx_dropout_param.side == INPUT:
+        return (f"{c_layer.name!r} drops its own inputs (side: INPUT), so it cannot also "
+                f"take a pattern bottom")
     for i in (relu, consumer):
         if i is not None and (len(net.layer[i].include) or len(net.layer[i].exclude)):
             return (f"layer {net.layer[i].name!r} has include/exclude phase rules, so what "
                     f"{c_layer.name!r} reads could differ between phases")
-    if p_layer.HasField("phase") != c_layer.HasField("phase") or \
-            p_layer.phase != c_layer.phase:
-        return (f"{p_layer.name!r} and {c_layer.name!r} differ in their phase: "
-                f"override, so one may drop while the other reads every input")
     if len(c_layer.bottom) != 1:
         return f"{c_layer.name!r} has {len(c_layer.bottom)} bottoms already"
     if len(c_layer.top) != 1:
@@ -350,6 +427,7 @@ def convert_net(net, max_dp: Optional[int] = None, method: str = "bounded",
     shapes = ShapeOracle(net, base)
     report = ConvertReport()
     chains: list[tuple[Chain, Units]] = []
+    refused: dict[int, str] = {}
     for d, layer in enumerate(net.layer):
         if layer.type != "Dropout":
             continue
@@ -362,9 +440,28 @@ def convert_net(net, max_dp: Optional[int] = None, method: str = "bounded",
             found = (_renames_are_safe(net, found) or _fits(units, pattern, ip.name)
                      or found)
         if isinstance(found, str):
-            report.refused.append((layer.name, found))
+            refused[d] = found
         else:
             chains.append((found, units))
+    # Dropouts in front of an InnerProduct: its input side.
+    output_ips = {chain.inner_product for chain, _ in chains}
+    input_chains: list[tuple[InputChain, Units]] = []
+    for d in sorted(refused):
+        layer = net.layer[d]
+        found_input = _find_input_chain(net, flow, d, output_ips)
+        if isinstance(found_input, InputChain):
+            ip = net.layer[found_input.inner_product]
+            approx = _as_approx(ip, layer.dropout_param.dropout_ratio, pattern_value, True)
+            units = shapes.units(found_input.inner_product, approx)
+            why = _fits(units, pattern, ip.name)
+            if not why:
+                input_chains.append((found_input, units))
+                continue
+            found_input = why
+        why = refused[d]
+        if isinstance(found_input, str):
+            why += f"; as the input of the InnerProduct reading it: {found_input}"
+        report.refused.append((layer.name, why))
     out = net.__class__()
     out.CopyFrom(net)
     cache = DistributionCache(method, options)
@@ -372,21 +469,23 @@ def convert_net(net, max_dp: Optional[int] = None, method: str = "bounded",
         drop = net.layer[chain.dropout]
         ip = out.layer[chain.inner_product]
         ip.CopyFrom(_as_approx(ip, drop.dropout_param.dropout_ratio, pattern_value))
-        # LayerParameter.phase runs one layer in another phase than its net
-        # (a Dropout with phase: TRAIN drops at test time too: MC dropout).
-        # The converted layer drops, so it takes the dropout's; an
-        # InnerProduct's own override changed nothing and goes.
-        if drop.HasField("phase"):
-            ip.phase = drop.phase
-        else:
-            ip.ClearField("phase")
+        _take_phase(ip, drop)
         last = out.layer[chain.relu] if chain.relu is not None else ip
         last.top[0] = drop.top[0]
         report.filled.append(fill_layer(ip, max_dp, cache, units))
         report.converted.append(" -> ".join(
             net.layer[i].name for i in (chain.inner_product, chain.relu, chain.dropout)
             if i is not None))
-    dropped = {chain.dropout for chain, _ in chains}
+    for input_chain, units in input_chains:
+        drop = net.layer[input_chain.dropout]
+        ip = out.layer[input_chain.inner_product]
+        ip.CopyFrom(_as_approx(ip, drop.dropout_param.dropout_ratio, pattern_value, True))
+        _take_phase(ip, drop)
+        ip.bottom[0] = drop.bottom[0]
+        report.filled.append(fill_layer(ip, max_dp, cache, units))
+        side = " (side: INPUT)" if pattern == "ROW" else ""
+        report.converted.append(f"{drop.name} -> {ip.name}{side}")
+    dropped = {chain.dropout for chain, _ in chains} | {c.dropout for c, _ in input_chains}
     result = net.__class__()
     result.CopyFrom(out)
     del result.layer[:]
@@ -394,6 +493,7 @@ def convert_net(net, max_dp: Optional[int] = None, method: str = "bounded",
     if propagate != "off" and pattern == "ROW":
         new_index = {old: new for new, old in enumerate(
             i for i in range(len(out.layer)) if i not in dropped)}
-        converted = {new_index[chain.inner_product] for chain, _ in chains}
+        converted = {new_index[chain.inner_product] for chain, _ in chains} | \
+            {new_index[c.inner_product] for c, _ in input_chains}
         _wire_patterns(result, converted, propagate, report)
     return result, report

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
 from ..patterns.search import LAYER_RATE_TOLERANCE, SearchError, SearchResult, search
@@ -43,6 +43,10 @@ class FilledLayer:
     max_dp: int          # N actually searched (capped by the layer's units)
     result: SearchResult
     note: str = ""
+    # the distribution the layer had before, when it had one, and why the
+    # layer would have refused it ("" if it would have taken it)
+    replaced: list[float] = field(default_factory=list)
+    replaced_problem: str = ""
 
 
 @dataclass
@@ -58,7 +62,8 @@ class Units:
 def _input_size(shape: Optional[net_shapes.Shape], axis: int) -> Optional[int]:
     if shape is None or not shape:
         return None
-    return net_shapes.count(shape, net_shapes.canonical_axis(axis, len(shape)))
+    k = net_shapes.count(shape, net_shapes.canonical_axis(axis, len(shape)))
+    return None if k < 0 else k
 
 
 def _tiles(rows: int, k: Optional[int], param, matrix: str, unknown: str) -> Units:
@@ -121,6 +126,7 @@ def layer_units(layer, input_shape: Optional[net_shapes.Shape] = None,
         rows = 4 * layer.recurrent_param.num_output
         k = (net_shapes.count(input_shape, 2)
              if input_shape is not None and len(input_shape) >= 2 else None)
+        k = None if k is not None and k < 0 else k
         if param.HasField("side") and not (param.pattern == ROW and param.side == INPUT):
             return Units(None, "units", problem="approx_dropout_param.side: ApproxDropoutLSTM "
                                                 "always drops its input; leave side unset")
@@ -251,9 +257,28 @@ def fill_layer(layer, max_dp: Optional[int], cache: DistributionCache,
             f"{result.rate:.4f} for dropout_ratio {p:.6g} with dp <= {n}, more "
             f"than the {LAYER_RATE_TOLERANCE} the layer accepts; use --method "
             f"bounded{' or a larger --max-dp' if n == wanted else ''}")
+    previous = [float(k) for k in param.pattern_distribution]
     del param.pattern_distribution[:]
     param.pattern_distribution.extend(float(k) for k in trim(result.distribution))
-    return FilledLayer(layer.name, n, result, note)
+    return FilledLayer(layer.name, n, result, note, previous,
+                       distribution_problem(previous, p, units) if previous else "")
+
+
+def distribution_problem(k: Sequence[float], p: float, units: Optional[Units] = None) -> str:
+    """Why the layer would refuse pattern_distribution k for dropout_ratio p, or ""
+    (the checks of DropoutPatternSampler: entries >= 0 summing to 1, the rate
+    sum_i k_i (i - 1) / i within LAYER_RATE_TOLERANCE of p, dp within the units)."""
+    if any(not math.isfinite(v) or v < 0 for v in k):
+        return "it has a negative or non-finite entry"
+    total = math.fsum(k)
+    if abs(total - 1) > 1e-4:
+        return f"it sums to {total:.6g}, not 1"
+    rate = math.fsum(v * i / (i + 1) for i, v in enumerate(k))
+    if abs(rate - p) > LAYER_RATE_TOLERANCE:
+        return f"its rate is {rate:.6g}, not the dropout_ratio {p:.6g}"
+    if units is not None and units.count is not None and len(trim(k)) > units.count:
+        return f"it reaches dp = {len(trim(k))}, beyond the layer's {units.what} {units.count}"
+    return ""
 
 
 def trim(k: Sequence[float]) -> list[float]:
@@ -295,8 +320,12 @@ def fill_distributions(net, layer_names: Iterable[str] | None = None,
         chosen = [i for i, layer in enumerate(net.layer)
                   if layer.type in APPROX_LAYER_TYPES]
         if not chosen:
+            dropouts = [layer.name for layer in net.layer if layer.type == "Dropout"]
+            hint = (f"; it has Dropout layers ({', '.join(dropouts)}): `approx-dropout "
+                    f"convert NET -o OUT` turns them into approximate layers"
+                    if dropouts else "")
             raise PrototxtError(
-                f"the net has no {' or '.join(APPROX_LAYER_TYPES)} layer")
+                f"the net has no {' or '.join(APPROX_LAYER_TYPES)} layer{hint}")
     cache = DistributionCache(method, options)
     oracle = ShapeOracle(net, base)
     work = net.__class__()

@@ -167,37 +167,76 @@ def _check_wiring(bottom: Any, producer: Any, k: Optional[int]) -> None:
                          f"input size K is {k}")
 
 
-def approx_dropout_inner_product(bottom: Any, num_output: int, dropout_ratio: float = 0.5,
+_FUNCTION_CLASS: Any = None
+
+
+def _approx_function_class() -> Any:
+    """NetSpec's Function, naming an unnamed pattern top "<layer's top>_pattern"
+    (pycaffe would call it "ApproxDropoutInnerProduct1")."""
+    global _FUNCTION_CLASS
+    if _FUNCTION_CLASS is None:
+        from caffe import net_spec  # after caffe_env.import_caffe() put it on the path
+
+        class ApproxDropoutFunction(net_spec.Function):
+            def _get_top_name(self, top, names, autonames):
+                if top.n == 1 and top not in names:
+                    first = super()._get_top_name(self.tops[0], names, autonames)
+                    names[top] = f"{first}_pattern"
+                return super()._get_top_name(top, names, autonames)
+
+        _FUNCTION_CLASS = ApproxDropoutFunction
+    return _FUNCTION_CLASS
+
+
+# InnerProductParameter fields that NetSpec lets L.InnerProduct take as
+# keyword arguments; the helper takes them too, so it replaces L.InnerProduct.
+_INNER_PRODUCT_FIELDS = ("weight_filler", "bias_filler", "bias_term", "axis", "transpose")
+
+
+def approx_dropout_inner_product(bottom: Any, num_output: Optional[int] = None,
+                                 dropout_ratio: float = 0.5,
                                  *, pattern: str = "ROW", side: str = "OUTPUT",
                                  distribution: str | Sequence[float] | None = "bounded",
-                                 max_dp: Optional[int] = None,
-                                 weight_filler: dict[str, Any] | None = None,
-                                 bias_filler: dict[str, Any] | None = None,
-                                 bias_term: bool = True, layout: str | None = None,
+                                 max_dp: Optional[int] = None, layout: str | None = None,
                                  pattern_from: Any = None, pattern_top: bool = False,
+                                 inner_product_param: dict[str, Any] | None = None,
                                  **layer_kwargs: Any):
     """An ApproxDropoutInnerProduct top: InnerProduct + dropout in one layer.
 
+    A drop-in for L.InnerProduct: num_output, weight_filler, bias_filler,
+    bias_term, axis (or an inner_product_param dict), param=[...] (lr_mult,
+    decay_mult) and name=... pass through as they are. Without fillers it
+    uses xavier weights and zero biases (Caffe's own default, constant 0
+    weights, would not train).
     max_dp: largest dp searched (default DEFAULT_MAX_DP), capped at the
     layer's units; required where they depend on an input size that the
     graph does not state. layout: "STRIDED" or "BLOCK" (ROW only).
     pattern_top: also output the layer's pattern (S x 4: dp, b, layout
-    code, units per batch slice); returns (top, pattern) then.
+    code, units per batch slice); returns (top, pattern) then, and the
+    pattern top is called "<top>_pattern" unless the NetSpec names it.
     pattern_from: the pattern top of the layer that produced bottom
     (directly or through one ReLU, which must not be followed by any other
     in-place layer): this layer then skips the input columns that layer
     dropped, computing the same numbers faster. It must be ROW, side OUTPUT
-    (dropout_ratio 0 makes it only skip). Extra keyword arguments (param=...,
-    name=...) go to the layer as with any NetSpec layer.
+    (dropout_ratio 0 makes it only skip).
     """
-    caffe = caffe_env.import_caffe()
-    inner = {"num_output": num_output, "bias_term": bias_term,
-             "weight_filler": weight_filler or {"type": "xavier"}}
-    if bias_term:
-        inner["bias_filler"] = bias_filler or {"type": "constant", "value": 0}
+    caffe_env.import_caffe()
+    inner = dict(inner_product_param or {})
+    for key in _INNER_PRODUCT_FIELDS:
+        if key in layer_kwargs:
+            inner[key] = layer_kwargs.pop(key)
+    if num_output is not None:
+        inner["num_output"] = num_output
+    if "num_output" not in inner:
+        raise ValueError("num_output is required (as an argument or in inner_product_param)")
+    num_output = inner["num_output"]
+    inner.setdefault("weight_filler", {"type": "xavier"})
+    if inner.get("bias_term", True):
+        inner.setdefault("bias_filler", {"type": "constant", "value": 0})
     param = approx_dropout_param(dropout_ratio, pattern, side, distribution=None, layout=layout)
     units = _units("ApproxDropoutInnerProduct", {
-        "inner_product_param": {"num_output": num_output},
+        "inner_product_param": {k: v for k, v in inner.items()
+                                if k in ("num_output", "axis", "transpose")},
         "approx_dropout_param": param}, bottom)
     wanted, cap = _resolve_max_dp(units, max_dp, distribution)
     bottoms = [bottom]
@@ -205,18 +244,19 @@ def approx_dropout_inner_product(bottom: Any, num_output: int, dropout_ratio: fl
         if pattern != "ROW" or side != "OUTPUT":
             raise ValueError("a layer taking pattern_from must be pattern ROW, side OUTPUT")
         shape, _ = _input_shape(bottom)
-        k = net_shapes.count(shape, 1) if shape else None  # the default axis 1
+        k = (net_shapes.count(shape, net_shapes.canonical_axis(inner.get("axis", 1), len(shape)))
+             if shape else None)
+        k = None if k is not None and k < 0 else k
         _check_wiring(bottom, _pattern_producer(pattern_from), k)
         bottoms.append(pattern_from)
     if pattern_top:
         if "ntop" in layer_kwargs:
             raise ValueError("pattern_top sets ntop (2); do not pass ntop")
         layer_kwargs["ntop"] = 2
-    return caffe.layers.ApproxDropoutInnerProduct(
-        *bottoms, inner_product_param=inner,
-        approx_dropout_param=_layer_param(
-            dropout_ratio, pattern, side, distribution, wanted, cap, layout),
-        **layer_kwargs)
+    layer_kwargs.update(inner_product_param=inner, approx_dropout_param=_layer_param(
+        dropout_ratio, pattern, side, distribution, wanted, cap, layout))
+    fn = _approx_function_class()("ApproxDropoutInnerProduct", tuple(bottoms), layer_kwargs)
+    return fn.tops[0] if fn.ntop == 1 else fn.tops
 
 
 def approx_dropout_lstm(x: Any, cont: Any, num_output: int, dropout_ratio: float = 0.5,

@@ -8,8 +8,10 @@ bottom's shape). This module follows shapes from the net's inputs (Input,
 DummyData, net-level inputs, HDF5Data files that can be read) through the
 common layers, as Caffe's Reshape methods compute them. A shape it cannot
 know is None, with the reason, so a caller can ask the user instead of
-guessing. Stages and levels of include/exclude rules are not evaluated;
-phases are.
+guessing; a dimension it cannot know is UNKNOWN (-1), e.g. the channels of a
+Data layer, which come from its database, while its batch and crop size are
+in the prototxt (a Convolution's output then has known channels again).
+Stages and levels of include/exclude rules are not evaluated; phases are.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from typing import Callable, Optional, Sequence
 
 Shape = tuple[int, ...]
 TRAIN, TEST = 0, 1  # caffe.proto Phase
+UNKNOWN = -1        # a dimension the prototxt does not give
 
 # Layers whose (every) top has the shape of their first bottom.
 SAME_SHAPE = frozenset("""
@@ -50,7 +53,13 @@ def included(layer, phase: int) -> bool:
 
 
 def count(shape: Shape, start: int, end: int | None = None) -> int:
-    return math.prod(shape[start:end])
+    """Product of shape[start:end], UNKNOWN if any of those dimensions is."""
+    dims = shape[start:end]
+    return UNKNOWN if any(d < 0 for d in dims) else math.prod(dims)
+
+
+def known(shape: Optional[Shape]) -> bool:
+    return shape is not None and all(d >= 0 for d in shape)
 
 
 def canonical_axis(axis: int, rank: int) -> int:
@@ -110,7 +119,9 @@ def _reshape(layer, b: Shape) -> list[Optional[Shape]]:
             new.append(int(d))
     new += list(b[end:])
     if infer is not None:
-        new[infer] = count(b, 0) // max(1, math.prod(new))
+        total = count(b, 0)
+        new[infer] = (UNKNOWN if total < 0 or any(d < 0 for d in new)
+                      else total // max(1, math.prod(new)))
     return [tuple(new)]
 
 
@@ -135,6 +146,10 @@ def _pair(param, name: str, repeated: Sequence[int], default: int, n: int) -> li
     return _spatial(repeated, 0, default, n)
 
 
+def _spatial_out(size: int, out: int) -> int:
+    return UNKNOWN if size < 0 else out
+
+
 def _convolution(layer, b: Shape) -> list[Optional[Shape]]:
     cp = layer.convolution_param
     axis = canonical_axis(cp.axis, len(b))
@@ -148,6 +163,7 @@ def _convolution(layer, b: Shape) -> list[Optional[Shape]]:
         out = [s[i] * (spatial[i] - 1) + d[i] * (k[i] - 1) + 1 - 2 * p[i] for i in range(n)]
     else:
         out = [(spatial[i] + 2 * p[i] - (d[i] * (k[i] - 1) + 1)) // s[i] + 1 for i in range(n)]
+    out = [_spatial_out(spatial[i], out[i]) for i in range(n)]
     return [b[:axis] + (cp.num_output,) + tuple(out)]
 
 
@@ -169,7 +185,8 @@ def _pooling(layer, b: Shape) -> list[Optional[Shape]]:
         if p and (o - 1) * s >= size + p:  # the last window must start inside the input
             o -= 1
         return o
-    return [b[:2] + (out(h, kh, ph, sh), out(w, kw, pw, sw))] * len(layer.top)
+    return [b[:2] + (_spatial_out(h, out(h, kh, ph, sh)),
+                     _spatial_out(w, out(w, kw, pw, sw)))] * len(layer.top)
 
 
 def _concat(layer, shapes: list[Shape]) -> list[Optional[Shape]]:
@@ -177,6 +194,8 @@ def _concat(layer, shapes: list[Shape]) -> list[Optional[Shape]]:
     axis = cp.concat_dim if cp.HasField("concat_dim") else cp.axis
     axis = canonical_axis(axis, len(shapes[0]))
     total = sum(s[axis] for s in shapes)
+    if any(s[axis] < 0 for s in shapes):
+        total = UNKNOWN
     return [shapes[0][:axis] + (total,) + shapes[0][axis + 1:]]
 
 
@@ -186,6 +205,9 @@ def _slice(layer, b: Shape) -> list[Optional[Shape]]:
     axis = canonical_axis(axis, len(b))
     n = len(layer.top)
     points = list(sp.slice_point)
+    if b[axis] < 0:
+        return [b[:axis] + ((points[i] - ([0] + points)[i]) if i < len(points) else UNKNOWN,)
+                + b[axis + 1:] for i in range(n)] if points else [b] * n
     if points:
         bounds = [0] + points + [b[axis]]
     else:
@@ -225,6 +247,90 @@ def _hdf5_shapes(layer, base: Path) -> tuple[list[Optional[Shape]], str]:
     return shapes, ""
 
 
+# Data layers whose image shape the prototxt gives, or partly gives.
+IMAGE_DATA = frozenset(("Data", "ImageData", "WindowData", "MemoryData"))
+# Every layer that reads a net's data, for data_as_inputs.
+DATA_LAYERS = IMAGE_DATA | {"HDF5Data", "DummyData"}
+
+
+def _image_data_shapes(layer) -> tuple[list[Optional[Shape]], str]:
+    """(data, label) shapes of Data, ImageData, WindowData and MemoryData.
+
+    The batch is in the prototxt; so are the image's height and width where
+    the layer crops (crop_size) or resizes (ImageData's new_height/new_width).
+    Channels: ImageData's is_color, WindowData's colour images, MemoryData's
+    channels; Data's come from its database (UNKNOWN).
+    """
+    kind, crop = layer.type, layer.transform_param.crop_size
+    why = ""
+    if kind == "MemoryData":
+        mp = layer.memory_data_param
+        image: Shape = (mp.batch_size, mp.channels, mp.height, mp.width)
+    elif kind == "ImageData":
+        ip = layer.image_data_param
+        h, w = (crop, crop) if crop else (ip.new_height or UNKNOWN, ip.new_width or UNKNOWN)
+        image = (ip.batch_size, 3 if ip.is_color else 1, h, w)
+        if h < 0 or w < 0:
+            why = (f"ImageData layer {layer.name!r} keeps its images' own size "
+                   f"(no crop_size, new_height, new_width)")
+    elif kind == "WindowData":
+        wp = layer.window_data_param
+        crop = crop or wp.crop_size
+        image = (wp.batch_size, 3, crop or UNKNOWN, crop or UNKNOWN)
+        if not crop:
+            why = f"WindowData layer {layer.name!r} has no crop_size"
+    else:
+        batch = layer.data_param.batch_size
+        image = (batch, UNKNOWN, crop or UNKNOWN, crop or UNKNOWN)
+        why = (f"Data layer {layer.name!r} reads its "
+               f"{'channels' if crop else 'image shape'} from its database")
+    shapes: list[Optional[Shape]] = [image, (image[0],)]
+    return shapes[:len(layer.top)] + [None] * (len(layer.top) - 2), why
+
+
+def data_as_inputs(net, phase: int = TRAIN, base: str | os.PathLike[str] | None = None):
+    """A copy of net whose data layers in `phase` are Input layers of their shapes.
+
+    For setting a net up where its data is not (a check, a test): the same
+    layer names and tops; include/exclude rules and phase are kept, layers of
+    the other phase are left as they are. A Data layer's channels, which come
+    from its database, are the length of its mean_value list, else 3 (they
+    only shape the first layer's weights). Raises PrototxtError naming the
+    layer when another dimension is not in the prototxt.
+    """
+    from .io import PrototxtError  # io imports caffe_pb2 lazily; shapes stays pure
+
+    shapes = infer(net, phase, base)
+    out = net.__class__()
+    out.CopyFrom(net)
+    for layer in out.layer:
+        if layer.type not in DATA_LAYERS or not included(layer, phase):
+            continue
+        tops = []
+        for top in layer.top:
+            shape = shapes.blobs.get(top)
+            if shape is not None and len(shape) > 1 and shape[1] < 0 and layer.type == "Data":
+                channels = len(layer.transform_param.mean_value)
+                shape = (shape[0], channels if channels > 1 else 3) + shape[2:]
+            if not known(shape):
+                why = shapes.reason.get(top) or "its shape is not in the prototxt"
+                raise PrototxtError(f"data layer {layer.name!r}: the shape of top {top!r} is "
+                                    f"unknown ({why}); give it a crop_size (or new_height "
+                                    f"and new_width), or an Input layer")
+            tops.append(shape)
+        replacement = layer.__class__()
+        replacement.name, replacement.type = layer.name, "Input"
+        replacement.top.extend(layer.top)
+        replacement.include.extend(layer.include)
+        replacement.exclude.extend(layer.exclude)
+        if layer.HasField("phase"):
+            replacement.phase = layer.phase
+        for shape in tops:
+            replacement.input_param.shape.add().dim.extend(shape)
+        layer.CopyFrom(replacement)
+    return out
+
+
 def infer(net, phase: int = TRAIN, base: str | os.PathLike[str] | None = None) -> NetShapes:
     """Shapes of every blob of net in phase; base: the folder Caffe would run in."""
     base = Path(base) if base is not None else Path.cwd()
@@ -256,6 +362,8 @@ def infer(net, phase: int = TRAIN, base: str | os.PathLike[str] | None = None) -
             out.blobs[t] = shape
             if shape is None:
                 out.reason[t] = why or f"{layer.type} layer {layer.name!r} does not say it"
+            elif not known(shape):  # why some dimension is UNKNOWN
+                out.reason[t] = why or next((r for r in reasons if r), "")
             else:
                 out.reason.pop(t, None)
     return out
@@ -277,11 +385,22 @@ def _tops(layer, bottoms: list[Optional[Shape]], reasons: list[str],
         return (_per_top(shapes, n) if shapes else [None] * n), ""
     if kind == "HDF5Data":
         return _hdf5_shapes(layer, base)
+    if kind in IMAGE_DATA:
+        return _image_data_shapes(layer)
     if not bottoms:
         return [None] * n, f"{kind} layer {layer.name!r} does not state its output shape"
     # The layers of ONE_BOTTOM shape their tops from the first bottom alone
     # (cont of a recurrent layer, the pattern bottom of an approximate one).
     needed = bottoms[:1] if kind in ONE_BOTTOM else bottoms
+    if bottoms[0] is None and kind in ("InnerProduct", "ApproxDropoutInnerProduct") and \
+            layer.inner_product_param.axis >= 0:
+        # Whatever its input, the output is (..., num_output): the next
+        # layer's input size is known.
+        axis = layer.inner_product_param.axis
+        tops = _inner_product(layer, (UNKNOWN,) * (axis + 1))
+        if kind == "ApproxDropoutInnerProduct" and n > 1:
+            tops[1] = (pattern_slices(layer), PATTERN_COLUMNS)
+        return (tops + [None] * n)[:n], reasons[0]
     if any(b is None for b in needed):
         first = next(r for b, r in zip(needed, reasons) if b is None)
         return [None] * n, first
