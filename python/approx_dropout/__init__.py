@@ -16,7 +16,28 @@ Subpackages, by role:
   bare GPU machine (run, standard library only).
 
 ``caffe_env`` finds and imports the project's Caffe build; ``cli`` is the
-``approx-dropout`` command (also ``python -m approx_dropout``).
+``approx-dropout`` command (also ``python -m approx_dropout``); ``net_check``
+sets a net up in a child process, so that a bad layer parameter raises
+``NetCheckError`` here instead of Caffe aborting the process:
+``approx_dropout.check(net)`` (the ``approx-dropout check`` command).
 """
-
 __version__ = "0.1.0"
+__all__ = ["NetCheckError", "check"]
+
+# check and NetCheckError (module net_check) are imported on first use:
+# importing the package loads neither Caffe nor protobuf.
+_LAZY = ("check", "NetCheckError")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from . import net_check
+
+        value = getattr(net_check, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -3,6 +3,7 @@
     approx-dropout search --rate 0.7 --max-dp 16 [--method paper|bounded] [--json]
     approx-dropout apply NET.prototxt [--layer NAME ...] [-o OUT]
     approx-dropout convert NET.prototxt -o OUT [--propagate off|converted|all]
+    approx-dropout check NET.prototxt [NET ...] [--phase TRAIN|TEST|both] [--data-as-inputs]
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .prototxt.convert import PATTERNS, PROPAGATE_MODES, convert_net
-from .prototxt.fill import DEFAULT_MAX_DP, FilledLayer, fill_distributions
+from .prototxt.fill import (APPROX_LAYER_TYPES, DEFAULT_MAX_DP, FilledLayer,
+                            fill_distributions)
 from .patterns.search import (DEFAULT_BAND, DEFAULT_RELATIVE_BAND, METHODS, SearchError,
                              SearchResult, pattern_rates, search)
 from .prototxt.io import (PrototxtError, check_writable, locked, net_to_text, read_net_file,
@@ -103,6 +105,13 @@ def _add_search_options(parser: argparse.ArgumentParser, for_layers: bool = Fals
                               "of 1-p (default %(default)s, as the layers)")
 
 
+def _add_no_check(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-check", action="store_true",
+                        help="write without first setting the result up in Caffe (in a "
+                             "child process, data layers as Inputs of the prototxt's "
+                             "shapes; a net Caffe refuses is not written)")
+
+
 def _search_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.method == "paper":
         return {"lambda1": args.lambda1, "lr": args.lr, "threshold": args.threshold,
@@ -140,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only this layer (repeatable)")
     a.add_argument("-o", "--output", metavar="OUT", help="write here instead of in place")
     _add_search_options(a, for_layers=True)
+    _add_no_check(a)
 
     c = sub.add_parser("convert", help="turn InnerProduct [-> ReLU] -> Dropout into "
                                        "ApproxDropoutInnerProduct [-> ReLU]",
@@ -172,6 +182,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "a .caffemodel still loads). Pairs with any other layer between "
                         "them are left unwired, with the reason")
     _add_search_options(c, for_layers=True)
+    _add_no_check(c)
+
+    k = sub.add_parser("check", help="set nets up in Caffe, safely, and report the failing "
+                                     "layer",
+                       description="Set each net up in Caffe (every layer's setup, no "
+                                   "forward pass) in a child process, so that a bad "
+                                   "parameter, on which Caffe aborts, is reported: "
+                                   "'NET: ok' on stdout, or the phase, the layer and "
+                                   "Caffe's message on stderr. Exit status 1 if any net "
+                                   "fails.")
+    k.add_argument("nets", nargs="+", metavar="NET.prototxt")
+    k.add_argument("--phase", choices=("TRAIN", "TEST", "both"), default="both",
+                   help="the phase(s) to set the net up in (default: both)")
+    k.add_argument("--data-as-inputs", action="store_true",
+                   help="replace the data layers by Input layers of the shapes the "
+                        "prototxt implies, for nets whose data is not on this machine")
     return parser
 
 
@@ -207,6 +233,19 @@ def _describe_filled(item: FilledLayer) -> str:
     return text + (f" ({item.note})" if item.note else "")
 
 
+def _report_replaced(item: FilledLayer) -> None:
+    """Say which distribution a layer had before: apply never replaces one silently."""
+    if not item.replaced:
+        return
+    old = "[" + ", ".join(f"{v:.6g}" for v in item.replaced) + "]"
+    if item.replaced_problem:
+        _warn([f"replaced an invalid pattern_distribution {old}: {item.replaced_problem} "
+               f"(Caffe would refuse the layer)"], f"{item.name}: ")
+    else:
+        print(f"{PROG}: note: {item.name}: replaced pattern_distribution {old}",
+              file=sys.stderr)
+
+
 def _warn(messages: Sequence[str], where: str = "") -> None:
     for message in messages:
         print(f"{PROG}: warning: {where}{message}", file=sys.stderr)
@@ -232,6 +271,38 @@ def _rewriting(source: Path, output: Path) -> Iterator[tuple[Any, bytes]]:
     check_writable(output)
     with locked(output):
         yield read_net_file(source)
+
+
+def _check_in_caffe(net, args: argparse.Namespace) -> None:
+    """Set the net about to be written up in Caffe, both phases, in a child
+    process (approx_dropout.check): a net Caffe would refuse is not written.
+    Data layers become Inputs of the shapes the prototxt gives; where it
+    does not give them, or without a Caffe build, the net is written
+    unchecked, with a note."""
+    if args.no_check:
+        return
+    from . import caffe_env
+    from .net_check import NetCheckError, check
+    from .prototxt import shapes as net_shapes
+
+    why = ""
+    python_layers = [x.name for x in net.layer if x.type == "Python"]
+    if python_layers:
+        why = f"it has Python layers ({', '.join(python_layers)})"
+    else:
+        try:
+            for phase in (net_shapes.TRAIN, net_shapes.TEST):
+                net_shapes.data_as_inputs(net, phase)
+            caffe_env.pycaffe_dir()
+        except (PrototxtError, caffe_env.CaffeNotBuiltError) as err:
+            why = str(err)
+    if why:
+        print(f"{PROG}: note: not set up in Caffe before writing: {why}", file=sys.stderr)
+        return
+    try:
+        check(net, data_as_inputs=True)
+    except NetCheckError as err:
+        raise PrototxtError(f"Caffe refuses the result, so nothing was written: {err}") from None
 
 
 def _write(path: Path, text: str, source: Path, original: bytes) -> None:
@@ -265,6 +336,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
         for item in filled:
             print(_describe_filled(item))
             _warn(item.result.warnings, f"{item.name}: ")
+            _report_replaced(item)
+        _check_in_caffe(net, args)
         header = (f"pattern_distribution filled by: {PROG} apply {source.name} "
                   f"--method {args.method}{_max_dp_flag(args)}")
         _write(output, net_to_text(net, header), source, original)
@@ -285,8 +358,23 @@ def _convert(args: argparse.Namespace, source: Path, output: Path, net,
     for name, why in report.refused:
         print(f"{PROG}: not converted: {name}: {why}", file=sys.stderr)
     if not report.converted:
-        raise PrototxtError(f"nothing to convert in {source}: no InnerProduct [-> ReLU] "
-                            f"-> Dropout chain qualifies; nothing written")
+        dropouts = [layer.name for layer in net.layer if layer.type == "Dropout"]
+        approx = [layer.name for layer in net.layer if layer.type in APPROX_LAYER_TYPES]
+        if dropouts:
+            raise PrototxtError(f"nothing to convert in {source}: none of its Dropout layers "
+                                f"qualifies (reasons above); nothing written")
+        if not approx:
+            raise PrototxtError(f"{source} has no Dropout layer: nothing to convert; "
+                                f"nothing written")
+        # Converting twice is not an error: scripts may run convert unconditionally.
+        done = f"{source} is already converted ({', '.join(approx)}: approximate dropout)"
+        if _in_place(output, source):
+            print(f"{done}; nothing to do, nothing written")
+            return 0
+        print(f"{done}; nothing to convert, {output} is a copy")
+        header = f"Copied by: {PROG} convert {source.name} (already converted)"
+        _write(output, net_to_text(net, header), source, original)
+        return 0
     for chain, item in zip(report.converted, report.filled):
         print(f"converted {chain}: {_describe_filled(item)}")
         _warn(item.result.warnings, f"{item.name}: ")
@@ -297,13 +385,35 @@ def _convert(args: argparse.Namespace, source: Path, output: Path, net,
     for producer, consumer in report.could_skip:
         print(f"{PROG}: note: {consumer}, a plain InnerProduct reading {producer}'s output, "
               f"could skip the inputs {producer} drops: --propagate all", file=sys.stderr)
+    _check_in_caffe(converted, args)
     header = (f"Converted by: {PROG} convert {source.name} --pattern {args.pattern} "
               f"--propagate {args.propagate} --method {args.method}{_max_dp_flag(args)}")
     _write(output, net_to_text(converted, header), source, original)
     return 0
 
 
-COMMANDS = {"search": cmd_search, "apply": cmd_apply, "convert": cmd_convert}
+def cmd_check(args: argparse.Namespace) -> int:
+    from .caffe_env import CaffeNotBuiltError
+    from .net_check import NetCheckError, check
+
+    phases = ("TRAIN", "TEST") if args.phase == "both" else (args.phase,)
+    failed = False
+    for net in args.nets:
+        try:
+            check(Path(net), phases, data_as_inputs=args.data_as_inputs)
+        except NetCheckError as err:
+            print(f"{PROG} check: {net}: {err}", file=sys.stderr)
+            failed = True
+        except CaffeNotBuiltError as err:
+            print(f"{PROG} check: error: {err}", file=sys.stderr)
+            return 1
+        else:
+            print(f"{net}: ok", flush=True)
+    return 1 if failed else 0
+
+
+COMMANDS = {"search": cmd_search, "apply": cmd_apply, "convert": cmd_convert,
+            "check": cmd_check}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

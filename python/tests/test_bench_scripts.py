@@ -58,7 +58,7 @@ def test_bench_mlp_tiny(tmp_path):
     assert set(result["rows"][0]["ratio"]) == {"rdp", "rdp_s1", "rdp_block", "rdp_prop", "tdp",
                                                "tdp_s1_rowmajor"}
     table = (tmp_path / "bench_mlp.md").read_text()
-    assert "| RDP, block, 2 slices (default), propagated |" in table
+    assert "| RDP, block, 2 slices (default at p > 0.5), propagated |" in table
 
 
 def test_bench_mlp_rejects_unknown_method(tmp_path):
@@ -117,7 +117,7 @@ def test_exp_mlp_demo_runs_and_resumes(tmp_path):
     assert "0 of 2 runs already done" in proc.stdout
     assert "iteration 10/20" in proc.stdout  # progress lines
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
-    assert runs == ["demo_784-2048-2048-10_p0.5_rdp_block_s0_i20.json",
+    assert runs == ["demo_784-2048-2048-10_p0.5_rdp_block_s1_s0_i20.json",
                     "demo_784-2048-2048-10_p0.5_stock_s0_i20.json"]
     record = json.loads((tmp_path / "runs" / runs[0]).read_text())
     assert record["command"].startswith("scripts/experiments/exp_mlp.py demo")
@@ -126,11 +126,11 @@ def test_exp_mlp_demo_runs_and_resumes(tmp_path):
     assert (tmp_path / "mlp_demo-i20.png").stat().st_size > 0
     again = run("experiments/exp_mlp.py", *args)
     assert again.returncode == 0 and "2 of 2 runs already done" in again.stdout
-    assert "RDP, block, 2 slices (layer defaults)" in (tmp_path / "mlp_demo-i20.md").read_text()
+    assert "RDP, block, 1 pattern/batch" in (tmp_path / "mlp_demo-i20.md").read_text()
     curves = (tmp_path / "mlp_demo-i20-curves.md").read_text().splitlines()
     assert curves[2] == "| model | p | method | seeds | 10 | 20 |"
     accuracy = 100 * record["result"]["evaluations"][1]["accuracy"]
-    assert curves[-1].endswith(f"| {accuracy:.1f} |")  # rdp_block's row: its seed's values
+    assert curves[-1].endswith(f"| {accuracy:.1f} |")  # rdp_block_s1's row: its seed's values
 
 
 def test_exp_lstm_tiny(tmp_path):

@@ -173,6 +173,8 @@ def bad_file_cases(tmp_path: Path, rdp: Path) -> list[tuple[list[str], str, Path
     binary.write_bytes(b"\xff\xfe\x00layer")
     stock = tmp_path / "stock.prototxt"
     shutil.copy(PROTOTXT / "mlp_bench_stock.prototxt", stock)
+    plain = tmp_path / "plain.prototxt"  # neither Dropout nor approximate layers
+    plain.write_text(stock.read_text().replace('type: "Dropout"', 'type: "ReLU"'))
     low = tmp_path / "low.prototxt"
     low.write_text(rdp.read_text().replace("dropout_ratio: 0.7", "dropout_ratio: 0.3"))
     return [
@@ -187,11 +189,64 @@ def bad_file_cases(tmp_path: Path, rdp: Path) -> list[tuple[list[str], str, Path
         (["apply", str(rdp), "-o", str(tmp_path / "no/such/dir/out.prototxt")],
          "cannot write", rdp),
         (["apply", str(rdp), "-o", str(tmp_path)], "is a directory", rdp),
-        (["convert", str(rdp), "-o", str(tmp_path / "out.prototxt")],
-         "nothing to convert", rdp),
+        (["convert", str(plain), "-o", str(tmp_path / "out.prototxt")],
+         "has no Dropout layer: nothing to convert", plain),
         (["convert", str(garbage), "-o", str(tmp_path / "out.prototxt")],
          "cannot parse", garbage),
     ]
+
+
+def test_convert_an_already_converted_net_is_not_an_error(capsys, tmp_path, rdp):
+    """Scripts may convert unconditionally: exit 0 with one clear line; -o gets
+    a copy, in place nothing is written."""
+    original = rdp.read_bytes()
+    out = tmp_path / "again.prototxt"
+    code, stdout, err = run(capsys, "convert", str(rdp), "-o", str(out))
+    assert code == 0, err
+    assert "is already converted (fc1, fc2" in stdout and f"{out} is a copy" in stdout
+    assert prototxt_io.read_net(out) == prototxt_io.read_net(rdp)
+    code, stdout, err = run(capsys, "convert", str(rdp), "-o", str(rdp))
+    assert code == 0, err
+    assert "nothing to do, nothing written" in stdout
+    assert rdp.read_bytes() == original and not (tmp_path / "rdp.prototxt.bak").exists()
+
+
+def test_convert_when_every_dropout_is_refused(capsys, tmp_path):
+    refused = tmp_path / "refused.prototxt"  # phase rules: refused with the reason
+    refused.write_text((PROTOTXT / "mlp_bench_stock.prototxt").read_text().replace(
+        'type: "Dropout"', 'type: "Dropout" include { phase: TRAIN }'))
+    code, _, err = run(capsys, "convert", str(refused), "-o", str(tmp_path / "out.prototxt"))
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert [line.split(":")[2].strip() for line in lines[:2]] == ["drop1", "drop2"]
+    assert "include/exclude phase rules" in lines[0]
+    assert lines[-1].endswith("none of its Dropout layers qualifies (reasons above); "
+                              "nothing written")
+    assert not (tmp_path / "out.prototxt").exists()
+
+
+def test_apply_reports_the_distribution_it_replaces(capsys, tmp_path, rdp):
+    bad = tmp_path / "bad.prototxt"
+    net = prototxt_io.read_net(rdp)
+    fc1 = [x for x in net.layer if x.name == "fc1"][0].approx_dropout_param
+    del fc1.pattern_distribution[:]
+    fc1.pattern_distribution.extend([0.5, 0.4])  # sums to 0.9: Caffe refuses it
+    bad.write_text(prototxt_io.net_to_text(net))
+    code, _, err = run(capsys, "apply", str(bad))
+    assert code == 0, err
+    assert "fc1: replaced an invalid pattern_distribution [0.5, 0.4]: it sums to 0.9" in err
+    assert abs(sum(distribution_of(bad, "fc1")) - 1) < 1e-6
+    code, _, err = run(capsys, "apply", str(bad))  # now valid ones: a note each
+    assert code == 0 and "warning" not in err, err
+    assert "note: fc1: replaced pattern_distribution [" in err
+
+
+def test_apply_on_a_stock_net_suggests_convert(capsys, tmp_path):
+    stock = tmp_path / "stock.prototxt"
+    shutil.copy(PROTOTXT / "mlp_bench_stock.prototxt", stock)
+    code, _, err = run(capsys, "apply", str(stock))
+    assert code == 1
+    assert "it has Dropout layers (drop1, drop2): `approx-dropout convert NET -o OUT`" in err
 
 
 def test_bad_files_fail_cleanly_and_change_nothing(capsys, tmp_path, rdp):
@@ -371,3 +426,31 @@ def test_apply_asks_for_max_dp_when_the_input_size_is_unknown(capsys, tmp_path):
     code, out, err = run(capsys, "apply", str(net), "--max-dp", "4")
     assert code == 0, err
     assert distribution_of(net, "fc") and "--max-dp 4" in net.read_text().splitlines()[0]
+
+
+def test_convert_and_apply_write_nothing_caffe_refuses(capsys, tmp_path):
+    """The result is set up in Caffe (a child process) before it is written."""
+    broken = tmp_path / "broken.prototxt"  # three param specs for two blobs
+    broken.write_text((PROTOTXT / "mlp_bench_stock.prototxt").read_text() + (
+        'layer { name: "extra" type: "InnerProduct" bottom: "data" top: "extra" '
+        'param { lr_mult: 1 } param { lr_mult: 1 } param { lr_mult: 1 } '
+        'inner_product_param { num_output: 2 } }\n'))
+    out = tmp_path / "out.prototxt"
+    code, _, err = run(capsys, "convert", str(broken), "-o", str(out))
+    assert code == 1 and not out.exists()
+    assert "Caffe refuses the result, so nothing was written: layer 'extra' (TRAIN)" in err
+    code, _, err = run(capsys, "convert", str(broken), "-o", str(out), "--no-check")
+    assert code == 0 and out.exists(), err
+    before = out.read_bytes()
+    code, _, err = run(capsys, "apply", str(out))
+    assert code == 1 and "layer 'extra' (TRAIN)" in err and out.read_bytes() == before
+
+
+def test_a_net_whose_shapes_are_unknown_is_written_unchecked_with_a_note(capsys, tmp_path):
+    net = tmp_path / "hdf5.prototxt"
+    net.write_text((PROTOTXT / "mlp_bench_stock.prototxt").read_text().replace(
+        'type: "DummyData"', 'type: "HDF5Data" hdf5_data_param { source: "missing.txt" '
+                             'batch_size: 4 }', 1))
+    code, _, err = run(capsys, "convert", str(net), "-o", str(tmp_path / "out.prototxt"))
+    assert code == 0, err
+    assert "note: not set up in Caffe before writing: data layer 'data'" in err

@@ -365,7 +365,12 @@ class PairCase:
 
     @staticmethod
     def slices(param: dict[str, Any]) -> int:
-        return param.get("batch_slices", 1 if param.get("pattern") == "TILE" else 2)
+        if "batch_slices" in param:
+            return param["batch_slices"]
+        if param.get("pattern") == "TILE":
+            return 1
+        output = param.get("side", "OUTPUT") == "OUTPUT"
+        return 1 if output and np.float32(param.get("dropout_ratio", 0.5)) <= 0.5 else 2
 
     @property
     def consumer_k(self) -> int:

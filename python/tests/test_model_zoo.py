@@ -2,8 +2,8 @@
 (models/ and examples/, downloaded by the build) with a Dropout layer.
 
 Each net is converted three ways (default, --propagate all, --pattern TILE);
-every result must set up in Caffe in both phases (checked in a child process
-first, so that a refusal fails the test instead of ending pytest), train one
+every result must set up in Caffe in both phases (approx_dropout.check, in a
+child process, so that a refusal fails the test instead of ending pytest), train one
 forward/backward pass, and give in TEST exactly the original's outputs with
 the original's weights. Data layers become Input layers of the shapes the
 prototxt gives (prototxt.shapes.data_as_inputs), with the batch cut to 2 to
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import approx_dropout
 from approx_dropout import caffe_env
-from approx_dropout.harness import check as caffe_check
 from approx_dropout.prototxt import convert
 from approx_dropout.prototxt import io as prototxt_io
 from approx_dropout.prototxt import shapes as net_shapes
@@ -107,19 +107,15 @@ def test_converted_zoo_nets_set_up_train_and_equal_the_original_in_test(
         caffe, converted, path, tmp_path):
     caffe.set_mode_cpu()
     rng = np.random.default_rng(0)
-    nets: dict[str, object] = {}
-    jobs, names = [], []
+    names = []
     for variant in VARIANTS:
         net, result, _ = converted[(path, variant)]
+        # the whole converted net, as the user gets it (data layers as Inputs)
+        approx_dropout.check(result, data_as_inputs=True, timeout=120)
         for phase, phase_name in ((net_shapes.TRAIN, "TRAIN"), (net_shapes.TEST, "TEST")):
-            text = prototxt_io.net_to_text(_small_inputs(result, phase))
             file = tmp_path / f"{variant}_{phase_name}.prototxt"
-            file.write_text(text)
-            jobs.append(caffe_check.Job(text, phase=phase_name, iterations=0, backward=False))
+            file.write_text(prototxt_io.net_to_text(_small_inputs(result, phase)))
             names.append((variant, phase_name, file))
-    outcomes = caffe_check.check_nets(jobs, timeout=120)
-    for (variant, phase_name, _), outcome in zip(names, outcomes):
-        assert outcome.loaded, (variant, phase_name, outcome.describe())
     # TEST: the original's outputs, the original's weights
     original_file = tmp_path / "original_TEST.prototxt"
     original_file.write_text(prototxt_io.net_to_text(_small_inputs(

@@ -75,7 +75,9 @@ def test_bad_arguments_are_refused():
 
 def test_methods_name_their_settings():
     # the methods of the committed results keep the layout they ran with
-    assert nets.method_settings("rdp") == ("rdp", {"layout": "STRIDED"}, False, False)
+    # without _sS: 2 slices, what the results of "rdp" were recorded with
+    assert nets.method_settings("rdp") == (
+        "rdp", {"batch_slices": 2, "layout": "STRIDED"}, False, False)
     assert nets.method_settings("rdp_s8") == (
         "rdp", {"batch_slices": 8, "layout": "STRIDED"}, False, False)
     assert nets.method_settings("tdp_s1_rowmajor") == (
@@ -85,13 +87,15 @@ def test_methods_name_their_settings():
     assert nets.method_settings("tdp") == ("tdp", {}, False, False)  # TILE: no layout
     assert nets.method_settings("stock") == ("stock", {}, False, False)
     # the new ones
-    assert nets.method_settings("rdp_block") == ("rdp", {"layout": "BLOCK"}, False, False)
+    assert nets.method_settings("rdp_block") == (
+        "rdp", {"batch_slices": 2, "layout": "BLOCK"}, False, False)
     assert nets.method_settings("rdp_block_s4") == (
         "rdp", {"batch_slices": 4, "layout": "BLOCK"}, False, False)
-    assert nets.method_settings("rdp_prop") == ("rdp", {"layout": "BLOCK"}, False, True)
+    assert nets.method_settings("rdp_prop") == (
+        "rdp", {"batch_slices": 2, "layout": "BLOCK"}, False, True)
     assert nets.method_settings("rdp_prop_s1").fields == {"batch_slices": 1, "layout": "BLOCK"}
     assert nets.method_settings("rdp_strided_prop") == (
-        "rdp", {"layout": "STRIDED"}, False, True)
+        "rdp", {"batch_slices": 2, "layout": "STRIDED"}, False, True)
     assert nets.method_settings("rdp_strided_prop").propagate
     for bad in ("rdp_s0", "rdp_s", "tdp_sx", "bernoulli", "rdp_s01", "rdp_block_prop",
                 "rdp_strided", "tdp_block", "tdp_prop", "rdp_prop_s", "rdp_paper_s2"):
@@ -101,14 +105,15 @@ def test_methods_name_their_settings():
 
 def test_method_labels_say_layout_slices_and_propagation():
     assert nets.method_label("stock") == "stock Dropout"
-    assert nets.method_label("rdp") == "RDP, strided, 2 slices (default)"
+    assert nets.method_label("rdp") == "RDP, strided, 2 slices (default at p > 0.5)"
     assert nets.method_label("rdp_s1") == "RDP, strided, 1 pattern/batch (paper)"
     assert nets.method_label("rdp_s4") == "RDP, strided, 4 slices"
     assert nets.method_label("rdp_paper") == "RDP, strided, paper's dist., 1 pattern/batch"
-    assert nets.method_label("rdp_block") == "RDP, block, 2 slices (layer defaults)"
+    assert nets.method_label("rdp_block") == "RDP, block, 2 slices (layer defaults at p > 0.5)"
     # "(paper)" only for the paper's settings: strided, one pattern per batch
     assert nets.method_label("rdp_block_s1") == "RDP, block, 1 pattern/batch"
-    assert nets.method_label("rdp_prop") == "RDP, block, 2 slices (default), propagated"
+    assert nets.method_label("rdp_prop") == \
+        "RDP, block, 2 slices (default at p > 0.5), propagated"
     assert nets.method_label("rdp_prop_s4") == "RDP, block, 4 slices, propagated"
     assert nets.method_label("rdp_strided_prop_s1") == \
         "RDP, strided, 1 pattern/batch, propagated"
@@ -260,11 +265,16 @@ def test_propagated_mlp_test_phase_equals_stock(caffe, tmp_path):
     assert list(stock.params) == list(approx.params) == ["fc1", "fc2", "fc3"]
     data = np.random.default_rng(0).uniform(0, 1, (8, 70)).astype(np.float32)
     assert_same_output(stock, approx, {"data": data}, "fc1", "fc3")
-    # the pattern tops: one row per slice (2 by default), dp = 1 and b = 0 in TEST
+    # the pattern tops: one row per slice (by default 1 at p = 0.5, 2 at 0.7),
+    # dp = 1 and b = 0 in TEST
     pattern = approx.blobs["fc1_pattern"].data
+    assert pattern.shape == (1, 4)
+    np.testing.assert_array_equal(pattern[:, :2], [[1, 0]])
+    np.testing.assert_array_equal(pattern[:, 3], [64])
+    pattern = approx.blobs["fc2_pattern"].data
     assert pattern.shape == (2, 4)
     np.testing.assert_array_equal(pattern[:, :2], [[1, 0], [1, 0]])
-    np.testing.assert_array_equal(pattern[:, 3], [64, 64])
+    np.testing.assert_array_equal(pattern[:, 3], [40, 40])
 
 
 @pytest.mark.parametrize("variant", [*nets.SINGLE_LAYER_VARIANTS, *nets.STOCK_VARIANTS,
@@ -287,7 +297,7 @@ def test_layer_pairs_load_in_caffe():
     for variant, outcome in zip(variants, outcomes):
         assert outcome.loaded and outcome.finite, (variant, outcome.describe())
     shapes = dict(zip(variants, (o.report["shapes"] for o in outcomes)))
-    assert shapes["pair_propagated"]["fc1_pattern"] == [2, 4]
+    assert shapes["pair_propagated"]["fc1_pattern"] == [1, 4]  # p = 0.5: one slice
     assert shapes["pair_propagated"]["fc2"] == shapes["pair_stock"]["fc2"] == [8, 64]
 
 

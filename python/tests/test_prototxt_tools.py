@@ -656,7 +656,8 @@ def test_apply_and_shapes_of_layers_with_a_pattern_bottom(caffe_pb2):
         shapes = net_shapes.infer(net, phase)
         assert shapes.blobs["fc1_pattern"] == shapes.blobs["fc2_pattern"] == (2, 4)
         assert shapes.blobs["fc3"] == (128, 10)
-    # slices: set; unset (ROW's 2 even under a producer with 3); TILE's default
+    # slices: set; unset (its own default, 1 at p = 0.5, even under a producer
+    # with 3); TILE's default
     text = (input_layer(4, 20) + approx_ip(16, 0.5, "batch_slices: 3").replace(
         'top: "y"', 'top: "y" top: "y_pattern"') +
         'layer { name: "c" type: "ApproxDropoutInnerProduct" bottom: "y" bottom: "y_pattern" '
@@ -666,7 +667,7 @@ def test_apply_and_shapes_of_layers_with_a_pattern_bottom(caffe_pb2):
         'approx_dropout_param { pattern: TILE tile_height: 4 tile_width: 4 } }\n')
     shapes = net_shapes.infer(parse(caffe_pb2, text), net_shapes.TRAIN)
     assert (shapes.blobs["y_pattern"], shapes.blobs["z_pattern"], shapes.blobs["w_pattern"]) \
-        == ((3, 4), (2, 4), (1, 4))
+        == ((3, 4), (1, 4), (1, 4))
     assert shapes.blobs["w"] == (4, 40)
 
 
@@ -943,3 +944,18 @@ def test_netspec_pattern_tops_are_named_after_their_layer(caffe):
     assert list(layers["fc2"].bottom) == ["fc1", "fc1_pattern"]
     n.named = pattern  # a name the NetSpec gives wins
     assert list({x.name: x for x in n.to_proto().layer}["fc1"].top) == ["fc1", "named"]
+
+
+def test_netspec_helper_sets_the_layer_up_in_caffe(caffe):
+    """What only Caffe knows (here: three param specs for two blobs) raises
+    NetCheckError, a ValueError, at the helper's call, not a crash later."""
+    import approx_dropout
+    from approx_dropout.prototxt import netspec
+    L = caffe.layers
+    n = caffe.NetSpec()
+    n.x = L.Input(shape=[dict(dim=[2, 20])])
+    too_many = [dict(lr_mult=1)] * 3
+    with pytest.raises(approx_dropout.NetCheckError, match="Too many params") as err:
+        netspec.approx_dropout_inner_product(n.x, 8, 0.5, param=too_many)
+    assert isinstance(err.value, ValueError) and err.value.layer is not None
+    netspec.approx_dropout_inner_product(n.x, 8, 0.5, param=too_many, check=False)

@@ -17,7 +17,8 @@ A variant is a net and the solver's approx_dropout_param.update:
   approx_unwired  (MLP) the approximate net without pattern propagation, AUTO
 
 Configurations: mlp (784-H-H-10, batch 128, for --hidden and --rates; the
-approximate net is rdp_prop: BLOCK, 2 slices, patterns propagated), caffenet
+approximate net: BLOCK, the layer's default slices (1 up to p = 0.5, else 2),
+patterns propagated), caffenet
 (BVLC CaffeNet's classifier head, fc6 ... fc8 + loss as in
 models/bvlc_reference_caffenet/train_val.prototxt of Caffe's source, pool5 fed
 by DummyData of batch x 256 x 6 x 6, converted by `approx-dropout convert`
@@ -27,7 +28,10 @@ bench_lstm, p = 0.5, input dropout: method row). Beside the training figure,
 nets, labelled as such. Writes JSON, a markdown table and a plot to --out.
 
     scripts/bench/bench_train.py [--configs mlp caffenet lm] [--hidden 2048 4096]
-                                 [--rates 0.5 0.7] [--repeats 3]
+                                 [--rates 0.5 0.7] [--repeats 3] [--merge]
+
+--merge keeps the rows of an earlier OUT/bench_train.json that this run does
+not measure (a rerun of some configurations after a change).
 """
 from __future__ import annotations
 
@@ -138,16 +142,18 @@ def random_labels(net, classes: int):
 
 
 def mlp_config(hidden: int, rate: float) -> Config:
+    # the layer's default slices at this rate (1 up to p = 0.5, else 2)
+    slices = 1 if rate <= 0.5 else 2
+    approx, unwired = f"rdp_prop_s{slices}", f"rdp_block_s{slices}"
     text = {}
-    for name, method in (("stock", "stock"), ("approx", "rdp_prop"),
-                         ("unwired", "rdp_block")):
+    for name, method in (("stock", "stock"), ("approx", approx), ("unwired", unwired)):
         net = caffe_env.import_caffe_pb2().NetParameter()
         text_format.Parse(nets.mlp_for_method(method, (hidden, hidden), (rate, rate)), net)
         text[name] = net_to_text(random_labels(net, 10), "bench_train: " + method)
     return Config(f"mlp 784-{hidden}-{hidden}-10 p={rate:g}", text, 10, 50,
                   {"net": f"784-{hidden}-{hidden}-10", "batch": 128, "rate": rate,
-                   "approx": nets.method_label("rdp_prop"),
-                   "unwired": nets.method_label("rdp_block")})
+                   "approx": nets.method_label(approx) + " (the layer's default slices)",
+                   "unwired": nets.method_label(unwired)})
 
 
 def caffenet_head(batch: int) -> Config:
@@ -175,8 +181,9 @@ def caffenet_head(batch: int) -> Config:
     warmup, measure = (3, 10) if batch >= 128 else (5, 30)
     return Config(f"caffenet head batch {batch}", text, warmup, measure,
                   {"net": "CaffeNet fc6-fc8", "batch": batch, "rate": rate,
-                   "approx": "approx-dropout convert, defaults (RDP, BLOCK, 2 slices, "
-                             "patterns wired between converted layers)",
+                   "approx": "approx-dropout convert, defaults (RDP, BLOCK, the layer's "
+                             "default slices: 1 at p = 0.5, patterns wired between "
+                             "converted layers)",
                    "converted": report.converted,
                    "wired": [w.describe() for w in report.wired]})
 
@@ -233,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="iterations per `caffe time` run beside the training figure")
     parser.add_argument("--gpu", type=int, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench")
+    parser.add_argument("--merge", action="store_true",
+                        help="replace only the measured configurations' rows of an "
+                             "earlier OUT/bench_train.json, keep its others")
     parser.add_argument("--summarise", type=Path, metavar="JSON",
                         help="time nothing; write the markdown table of an earlier "
                              "bench_train.json beside it")
@@ -271,9 +281,26 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     result = {"repeats": args.repeats, "time_iterations": args.time_iterations,
               "rows": rows}
+    earlier_path = args.out / "bench_train.json"
+    earlier = json.loads(earlier_path.read_text()) if args.merge and \
+        earlier_path.is_file() else None
+    if earlier is not None:
+        if (earlier["repeats"], earlier["time_iterations"]) != (args.repeats,
+                                                                  args.time_iterations):
+            print("bench_train: error: --merge needs the earlier run's --repeats and "
+                  "--time-iterations", file=sys.stderr)
+            return 1
+        fresh = {row["config"]: row for row in rows}
+        rows = [fresh.pop(row["config"], row) for row in earlier["rows"]] + list(fresh.values())
+        result["rows"] = rows
     bench_results.save(args.out, "bench_train", result, args.gpu,
                        lambda path: plot(rows, path))
-    saved = json.loads((args.out / "bench_train.json").read_text())
+    saved = json.loads(earlier_path.read_text())
+    if earlier is not None:  # name every command and machine behind the rows
+        for key in ("command", "machine"):
+            if earlier[key] != saved[key]:
+                saved[key] = f"{earlier[key]}; {saved[key]}"
+        write_text_atomic(earlier_path, json.dumps(saved, indent=1))
     write_text_atomic(args.out / "bench_train.md", markdown(saved))
     return 0
 

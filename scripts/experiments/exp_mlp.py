@@ -13,11 +13,12 @@
          batch_slices: 2048x2048 at p = 0.7, RDP with 1 ... 8 slices, TDP
          with 1 and 4, 2 seeds, 2 epochs (speed: scripts/bench/bench_mlp.py).
   layout the row layouts and pattern propagation: 2048x2048 at p = 0.7,
-         RDP strided (the paper's) and block, each with the default slices
+         RDP strided (the paper's) and block, each with 2 slices
          and one pattern per batch, and with patterns propagated (block and
          strided); 2 seeds, 2 epochs (speed: scripts/bench/bench_mlp.py).
   demo   the README's main job: 2048x2048 at (0.5, 0.5), stock vs RDP (the
-         layer defaults), one seed, a short fixed budget; prints the
+         layer's defaults at p = 0.5: block layout, one pattern per batch),
+         one seed, a short fixed budget; prints the
          comparison and saves a plot.
 
 Training: Caffe's SGD, batch 128, lr 0.01, momentum 0.9, no weight decay;
@@ -69,7 +70,8 @@ SETUPS = {
                    methods=["stock", "rdp", "rdp_s1", "rdp_block", "rdp_block_s1",
                             "rdp_prop", "rdp_strided_prop"],
                    seeds=[0, 1], iterations=2 * EPOCH, quick_iterations=EPOCH),
-    "demo": dict(models=[(2048, 2048)], rates=[0.5], methods=["stock", "rdp_block"], seeds=[0],
+    # RDP as the layer defaults it at p = 0.5: block layout, one pattern per batch
+    "demo": dict(models=[(2048, 2048)], rates=[0.5], methods=["stock", "rdp_block_s1"], seeds=[0],
                  iterations=2000, quick_iterations=200),
 }
 
@@ -288,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarise(records)
     table = markdown(rows)
     command = experiments.producing_commands(records) or command
+    machine = experiments.producing_machines(records) or machine
     print(table)
     # one set of summary files per budget, so quick and full runs sit side by side
     stem = f"mlp_{args.experiment}-i{iterations}"

@@ -8,6 +8,7 @@ or more to start Python and load Caffe); the child builds the net, runs
 forward (and backward) in the requested phase, reports whether every blob's
 data and diff and every parameter's data and diff are finite, and exits; the
 driver records the exit status and what the child printed to stderr.
+``Job(..., setup_only=True)`` only constructs the net (approx_dropout.check).
 
     check_nets([Job(prototxt_text)])                  # from Python: runs the driver
     python -m approx_dropout.harness.check < jobs.json  # the driver (JSON in, JSON out)
@@ -47,6 +48,10 @@ class Job:
     # gradients are zeroed before each backward, as Caffe's solver does (a
     # layer may write only the part of a gradient its pattern touches).
     values: bool = False
+    # only construct the net (every layer's SetUp): no pass and no finiteness
+    # check, so no blob memory beyond what setup allocates; the report then
+    # holds only "shapes". For checking a net's parameters (approx_dropout.check).
+    setup_only: bool = False
 
 
 @dataclass
@@ -87,6 +92,10 @@ def _child(caffe: Any, job: Job, net_path: str, report_fd: int) -> None:
     caffe.set_mode_cpu()
     caffe.set_random_seed(job.seed)
     net = caffe.Net(net_path, caffe.TRAIN if job.phase == "TRAIN" else caffe.TEST)
+    if job.setup_only:
+        shapes = {name: list(blob.shape) for name, blob in net.blobs.items()}
+        os.write(report_fd, json.dumps({"shapes": shapes}).encode())
+        return
     outputs = []
     for _ in range(job.iterations):
         net.forward()

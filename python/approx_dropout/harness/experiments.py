@@ -49,6 +49,11 @@ def producing_commands(records: Iterable[dict[str, Any]]) -> str:
     return "`; `".join(sorted({rec["command"] for rec in records}))
 
 
+def producing_machines(records: Iterable[dict[str, Any]]) -> str:
+    """The machine(s) the runs were trained on, as recorded in them."""
+    return "; ".join(sorted({rec["machine"] for rec in records}))
+
+
 def load_runs(out: Path) -> dict[str, dict[str, Any]]:
     runs = {}
     for path in sorted((out / "runs").glob("*.json")):

@@ -24,10 +24,12 @@ RDP_LAYOUTS = ("STRIDED", "BLOCK")  # approx_dropout_param.layout (ROW only)
 
 # Methods of the experiments and benchmarks: a flavour plus approx_dropout_param
 # fields, so that the layers' defaults and the paper's settings sit side by side.
-# Every RDP method names its layout, so that a method keeps the meaning it had
-# when its results were recorded whatever the layer's default becomes.
+# Every RDP method names its layout and slices, so that a method keeps the
+# meaning it had when its results were recorded whatever the layer's default
+# becomes (rdp without _sS is 2 slices, the layer's default when those results
+# were recorded, and still its default above p = 0.5).
 METHOD_HELP = ("stock; rdp / rdp_sS: strided layout (the paper's; unit j kept iff "
-               "j mod dp = b), the layer's default slices or S batch slices; "
+               "j mod dp = b), 2 or S batch slices; "
                "rdp_block / rdp_block_sS: block layout (dp contiguous blocks); "
                "rdp_prop / rdp_prop_sS: block layout, each layer's pattern passed to the "
                "next, which skips the inputs it drops (the classifier too); "
@@ -63,10 +65,8 @@ def method_settings(method: str) -> MethodSettings:
     rdp = _RDP_METHOD.fullmatch(method)
     if rdp:
         layout, propagate = _RDP_VARIANTS[rdp.group("variant")]
-        fields: dict[str, object] = {}
-        if rdp.group("slices"):
-            fields["batch_slices"] = int(rdp.group("slices"))
-        fields["layout"] = layout
+        fields: dict[str, object] = {"batch_slices": int(rdp.group("slices") or 2),
+                                     "layout": layout}
         return MethodSettings("rdp", fields, False, propagate)
     tdp = _TDP_METHOD.fullmatch(method)
     if tdp:  # TILE has no layout (the layer refuses one)
@@ -92,9 +92,10 @@ def method_label(method: str) -> str:
     parts = ["RDP", layout.lower()]
     if settings.paper_distribution:
         parts.append("paper's dist.")
-    defaults = layout == "BLOCK" and slices is None and not settings.propagate
-    parts.append("2 slices (layer defaults)" if defaults
-                 else "2 slices (default)" if slices is None
+    unnamed_slices = (rdp := _RDP_METHOD.fullmatch(method)) and not rdp.group("slices")
+    defaults = layout == "BLOCK" and unnamed_slices and not settings.propagate
+    parts.append("2 slices (layer defaults at p > 0.5)" if defaults
+                 else "2 slices (default at p > 0.5)" if unnamed_slices
                  else "1 pattern/batch" if slices == 1 else f"{slices} slices")
     if settings.propagate:
         parts.append("propagated")

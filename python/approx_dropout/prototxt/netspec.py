@@ -167,6 +167,29 @@ def _check_wiring(bottom: Any, producer: Any, k: Optional[int]) -> None:
                          f"input size K is {k}")
 
 
+def _check_in_caffe(tops: Any, bottoms: Sequence[Any]) -> None:
+    """Set the new layer up in Caffe, in a child process (approx_dropout.check),
+    on Input layers of its bottoms' shapes (a pattern bottom left out: its
+    wiring is checked above), so that a parameter Caffe refuses raises
+    NetCheckError (a ValueError) here rather than aborting the process when
+    the net is built. Skipped where a bottom's shape is not known."""
+    from ..net_check import check
+
+    top = tops[0] if isinstance(tops, tuple) else tops
+    layer = top.to_proto().layer[-1]
+    shapes = [_input_shape(b)[0] for b in bottoms]
+    if not all(net_shapes.known(shape) for shape in shapes):
+        return
+    pb2 = caffe_env.import_caffe_pb2()
+    net = pb2.NetParameter(name=f"check_{layer.name}")
+    for i, shape in enumerate(shapes):
+        data = net.layer.add(name=f"input{i}", type="Input", top=[layer.bottom[i]])
+        data.input_param.shape.add().dim.extend(shape)
+    del layer.bottom[len(bottoms):]
+    net.layer.add().CopyFrom(layer)
+    check(net)
+
+
 _FUNCTION_CLASS: Any = None
 
 
@@ -200,7 +223,7 @@ def approx_dropout_inner_product(bottom: Any, num_output: Optional[int] = None,
                                  max_dp: Optional[int] = None, layout: str | None = None,
                                  pattern_from: Any = None, pattern_top: bool = False,
                                  inner_product_param: dict[str, Any] | None = None,
-                                 **layer_kwargs: Any):
+                                 check: bool = True, **layer_kwargs: Any):
     """An ApproxDropoutInnerProduct top: InnerProduct + dropout in one layer.
 
     A drop-in for L.InnerProduct: num_output, weight_filler, bias_filler,
@@ -219,6 +242,9 @@ def approx_dropout_inner_product(bottom: Any, num_output: Optional[int] = None,
     in-place layer): this layer then skips the input columns that layer
     dropped, computing the same numbers faster. It must be ROW, side OUTPUT
     (dropout_ratio 0 makes it only skip).
+    check: set the layer up in Caffe in a child process (where its input's
+    shape is known), so that a setting Caffe refuses raises NetCheckError
+    (a ValueError) here instead of aborting the process later.
     """
     caffe_env.import_caffe()
     inner = dict(inner_product_param or {})
@@ -256,7 +282,10 @@ def approx_dropout_inner_product(bottom: Any, num_output: Optional[int] = None,
     layer_kwargs.update(inner_product_param=inner, approx_dropout_param=_layer_param(
         dropout_ratio, pattern, side, distribution, wanted, cap, layout))
     fn = _approx_function_class()("ApproxDropoutInnerProduct", tuple(bottoms), layer_kwargs)
-    return fn.tops[0] if fn.ntop == 1 else fn.tops
+    tops = fn.tops[0] if fn.ntop == 1 else fn.tops
+    if check:
+        _check_in_caffe(tops, [bottom])
+    return tops
 
 
 def approx_dropout_lstm(x: Any, cont: Any, num_output: int, dropout_ratio: float = 0.5,
@@ -265,7 +294,7 @@ def approx_dropout_lstm(x: Any, cont: Any, num_output: int, dropout_ratio: float
                         max_dp: Optional[int] = None,
                         weight_filler: dict[str, Any] | None = None,
                         bias_filler: dict[str, Any] | None = None, layout: str | None = None,
-                        **layer_kwargs: Any):
+                        check: bool = True, **layer_kwargs: Any):
     """An ApproxDropoutLSTM top: LSTM with approximate dropout on its input x_t.
 
     x is time-major (T x N x ...), cont is T x N, as for Caffe's LSTM.
@@ -273,6 +302,7 @@ def approx_dropout_lstm(x: Any, cont: Any, num_output: int, dropout_ratio: float
     the layer checks at setup that dp <= the number of features (or tiles),
     so the searched dp is capped there (max_dp is needed when x's shape is
     not stated by the graph). layout: "STRIDED" or "BLOCK" (ROW only).
+    check: as for approx_dropout_inner_product.
     """
     caffe = caffe_env.import_caffe()
     recurrent = {"num_output": num_output,
@@ -286,5 +316,8 @@ def approx_dropout_lstm(x: Any, cont: Any, num_output: int, dropout_ratio: float
     wanted, cap = _resolve_max_dp(units, max_dp, distribution)
     param = _layer_param(dropout_ratio, pattern, "OUTPUT", distribution, wanted, cap, layout)
     del param["side"]
-    return caffe.layers.ApproxDropoutLSTM(x, cont, recurrent_param=recurrent,
-                                          approx_dropout_param=param, **layer_kwargs)
+    top = caffe.layers.ApproxDropoutLSTM(x, cont, recurrent_param=recurrent,
+                                         approx_dropout_param=param, **layer_kwargs)
+    if check:
+        _check_in_caffe(top, [x, cont])
+    return top

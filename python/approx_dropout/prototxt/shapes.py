@@ -81,16 +81,26 @@ def _inner_product(layer, b: Shape) -> list[Optional[Shape]]:
 PATTERN_COLUMNS = 4  # a pattern top's row: (dp, b, layout code, units)
 
 
-def pattern_slices(layer) -> int:
-    """Rows S of an ApproxDropoutInnerProduct's pattern top: its batch slices.
+def default_batch_slices(param) -> int:
+    """The C++ DefaultBatchSlices: 1 for TILE and for ROW dropping outputs at
+    dropout_ratio <= 0.5 (float32, as the layer reads it), else 2."""
+    import numpy as np  # the float32 comparison the layer makes
 
-    Unset batch_slices: the layer's default, 2 for ROW and 1 for TILE, also
-    when it reads a pattern bottom (a producer's S need not match its own).
-    """
+    if param.pattern == 1:  # TILE
+        return 1
+    if param.side == 0 and np.float32(param.dropout_ratio) <= np.float32(0.5):  # OUTPUT
+        return 1
+    return 2
+
+
+def pattern_slices(layer) -> int:
+    """Rows S of an ApproxDropoutInnerProduct's pattern top: its batch slices
+    (unset: the layer's default, also under a pattern bottom, whose S need not
+    match its own)."""
     param = layer.approx_dropout_param
     if param.HasField("batch_slices"):
         return param.batch_slices
-    return 1 if param.pattern == 1 else 2  # TILE = 1
+    return default_batch_slices(param)
 
 
 def _approx_inner_product(layer, bottoms: list[Optional[Shape]]) -> list[Optional[Shape]]:

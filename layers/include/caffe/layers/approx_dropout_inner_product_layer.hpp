@@ -27,6 +27,10 @@ struct ApproxDropoutSharedBuffers {
   vector<DropoutPattern> w_holds;
 };
 
+// batch_slices when unset: 1 for TILE and for ROW dropping outputs at
+// dropout_ratio <= 0.5, else 2 (the measurements are in the definition).
+int DefaultBatchSlices(const ApproxDropoutParameter& param);
+
 /**
  * @brief InnerProduct fused with Approximate Random Dropout (Song et al.,
  *        arXiv:1805.08939): each TRAIN iteration samples a regular pattern

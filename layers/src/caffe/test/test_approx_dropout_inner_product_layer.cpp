@@ -573,22 +573,30 @@ TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestPatternTopInTestPhase) {
   }
 }
 
-// batch_slices unset: 2 slices for ROW, 1 for TILE.
+// batch_slices unset (DefaultBatchSlices): ROW dropping outputs takes 1
+// slice up to p = 0.5 and 2 above; ROW on the input side 2; TILE 1.
 TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestDefaultSlices) {
   typedef typename TypeParam::Dtype Dtype;
-  const Mode modes[] = {ROW_OUTPUT, ROW_INPUT, TILE};
-  const int want[] = {2, 2, 1};
+  struct Case { Mode mode; float ratio; int want; };
+  const Case cases[] = {{ROW_OUTPUT, 0.5, 1}, {ROW_OUTPUT, 0.3, 1},
+                        {ROW_OUTPUT, 0.0, 1}, {ROW_OUTPUT, 0.51, 2},
+                        {ROW_OUTPUT, 0.7, 2}, {ROW_INPUT, 0.5, 2},
+                        {ROW_INPUT, 0.3, 2}, {TILE, 0.5, 1}, {TILE, 0.7, 1}};
   vector<Blob<Dtype>*> tops(this->blob_top_vec_);
   tops.push_back(this->blob_pattern_);
-  for (int m = 0; m < 3; ++m) {
-    LayerParameter p = this->Param(modes[m], true, 0.5);
+  for (const Case& c : cases) {
+    LayerParameter p = this->Param(c.mode, true, c.ratio);
     p.mutable_approx_dropout_param()->clear_batch_slices();
+    p.mutable_approx_dropout_param()->clear_pattern_distribution();
     p.set_phase(TRAIN);
     ApproxDropoutInnerProductLayer<Dtype> layer(p);
     layer.SetUp(this->blob_bottom_vec_, tops);
     layer.Forward(this->blob_bottom_vec_, tops);
-    EXPECT_EQ(this->blob_pattern_->shape(0), want[m]) << "mode " << m;
-    EXPECT_EQ(layer.slice_patterns().size(), want[m]) << "mode " << m;
+    EXPECT_EQ(this->blob_pattern_->shape(0), c.want)
+        << "mode " << c.mode << ", p " << c.ratio;
+    EXPECT_EQ(layer.slice_patterns().size(), c.want)
+        << "mode " << c.mode << ", p " << c.ratio;
+    EXPECT_EQ(DefaultBatchSlices(p.approx_dropout_param()), c.want);
   }
 }
 
