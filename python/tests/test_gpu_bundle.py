@@ -212,6 +212,10 @@ def test_gtest_filter_selects_the_device():
     assert "/0.*" not in bundle_run.gtest_filter(cpu=False)
     assert "ApproxDropoutInnerProductLayerTest/1.*" in bundle_run.gtest_filter(cpu=True)
     assert "/3.*" not in bundle_run.gtest_filter(cpu=True)
+    # the ops' own tests everywhere, GPU against CPU only with a GPU
+    assert "ApproxDropoutOpsTest*" in bundle_run.gtest_filter(cpu=True)
+    assert "ApproxDropoutOpsGpuTest*" in bundle_run.gtest_filter(cpu=False)
+    assert "ApproxDropoutOpsGpuTest" not in bundle_run.gtest_filter(cpu=True)
 
 
 def test_gtest_summary_is_parsed():

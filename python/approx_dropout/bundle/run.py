@@ -34,7 +34,10 @@ from ..harness import caffe_time
 # Ours: the typed tests' device is the /N suffix (0, 1: CPU float/double;
 # 2, 3: GPU float/double); the sampler, search-table and death tests run once.
 OURS = ["ApproxDropoutInnerProductLayerTest", "ApproxDropoutLSTMLayerTest"]
-DEVICE_FREE = "*DeathTest*:DropoutPattern*:DefaultPatternDistribution*"
+DEVICE_FREE = ("*DeathTest*:DropoutPattern*:DefaultPatternDistribution*:"
+               "ApproxDropoutOpsTest*")
+# GPU runs only: the GPU primitives against the CPU ones
+GPU_ONLY = "ApproxDropoutOpsGpuTest*"
 CUDA_LIBRARY_GLOBS = [
     "{cuda_home}/lib64", "{cuda_home}/lib", "{cuda_home}/targets/x86_64-linux/lib",
     "/usr/local/cuda/lib64", "/usr/local/cuda/lib", "/usr/local/cuda/targets/x86_64-linux/lib",
@@ -124,7 +127,8 @@ def gpu_description() -> str:
 
 def gtest_filter(cpu: bool) -> str:
     devices = ("0", "1") if cpu else ("2", "3")
-    return ":".join([f"{t}/{d}.*" for t in OURS for d in devices] + [DEVICE_FREE])
+    return ":".join([f"{t}/{d}.*" for t in OURS for d in devices] + [DEVICE_FREE]
+                    + ([] if cpu else [GPU_ONLY]))
 
 
 def parse_gtest_output(output: str) -> tuple[int, list[str]]:

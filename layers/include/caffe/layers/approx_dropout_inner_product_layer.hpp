@@ -27,10 +27,6 @@ struct ApproxDropoutSharedBuffers {
   vector<DropoutPattern> w_holds;
 };
 
-// batch_slices when unset: 1 for TILE and for ROW dropping outputs at
-// dropout_ratio <= 0.5, else 2 (the measurements are in the definition).
-int DefaultBatchSlices(const ApproxDropoutParameter& param);
-
 /**
  * @brief InnerProduct fused with Approximate Random Dropout (Song et al.,
  *        arXiv:1805.08939): each TRAIN iteration samples a regular pattern
@@ -51,7 +47,8 @@ int DefaultBatchSlices(const ApproxDropoutParameter& param);
  * TEST phase computes InnerProduct exactly. An optional second top, the
  * pattern top (S x 4), receives (dp, b_s, layout code, num_output) of every
  * slice; the code is STRIDED or BLOCK when the outputs are dropped (ROW,
- * OUTPUT, dropout_ratio > 0) and kNotDropped otherwise.
+ * OUTPUT, dropout_ratio > 0) and ApproxDropoutPatternTop::kNotDropped
+ * otherwise (approx_dropout_pattern_top.hpp: the protocol and its checks).
  *
  * Pattern propagation: a second bottom, the pattern top of the layer whose
  * (ReLU'd) output is x, makes this layer skip the input columns that layer
@@ -114,10 +111,6 @@ class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
   // whole cells cover this layer's kept parts with little excess.
   void LazyCells(int blob_index, int* cell_rows, int* cell_cols) const;
 
-  // The pattern top's columns, and its layout code for a layer whose
-  // outputs are not dropped (a consumer refuses such a pattern).
-  enum { kPatternColumns = 4, kNotDropped = -1 };
-
  protected:
   virtual void Forward_cpu(const vector<Blob<Dtype>*>& bottom,
       const vector<Blob<Dtype>*>& top);
@@ -129,21 +122,37 @@ class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
       const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
 
  private:
-  // Checks the pattern bottom and takes its layout; a check
-  // that needs the producer's data may wait for the first forward.
+  // Where one GEMM group of a slice reads and writes: x, y (dy) in place
+  // (NULL) or in the slice's share of a compact buffer, and W in place or
+  // as gathered. Forward and backward take them from here, so they agree on
+  // the buffers' layout.
+  struct GroupOperands {
+    int m0, rows;        // the slice's rows of the batch
+    Dtype* x_compact;    // the gathered columns g.in of x (dx in backward)
+    Dtype* y_compact;    // the columns g.out of y (dy)
+    const Dtype* w;      // W[g.out, g.in], leading dimension g.ldw
+  };
+  GroupOperands Operands(const ApproxDropoutOps<Dtype>& ops,
+                         const ApproxDropoutClass& cls,
+                         const ApproxDropoutGroup& g, int slice);
+  // Checks the pattern bottom and takes its layout; a check that needs the
+  // producer's data may wait for the first forward.
   void SetUpPatternBottom(const Blob<Dtype>& pattern, bool at_setup);
   void WritePatternTop(Blob<Dtype>* top) const;
-  void ForwardWith(const ApproxDropoutOps<Dtype>& ops, bool gpu,
+  // This iteration's slice patterns (sampled, fixed, or dp = 1 in TEST)...
+  void SamplePatterns();
+  // ... and the GEMM groups they (and the producer's pattern) leave.
+  void PlanIteration(const vector<Blob<Dtype>*>& bottom);
+  void ForwardWith(const ApproxDropoutOps<Dtype>& ops,
       const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top);
-  void BackwardWith(const ApproxDropoutOps<Dtype>& ops, bool gpu,
+  void BackwardWith(const ApproxDropoutOps<Dtype>& ops,
       const vector<Blob<Dtype>*>& top, const vector<bool>& propagate_down,
       const vector<Blob<Dtype>*>& bottom);
-  int units() const;
   void ReshapeSharedBuffers();
   // Gathers the plan's compact W parts (those not read in place) into the
   // buffer, unless it holds them already (backward after forward).
-  void GatherWeights(const ApproxDropoutOps<Dtype>& ops, bool gpu,
-                     bool always);
+  void GatherWeights(const ApproxDropoutOps<Dtype>& ops, bool always);
+  int units() const;
   // The plan's parts of the weights and bias: caught up (before reading
   // them) or reported written (after backward wrote their diff).
   void VisitLazyParams(bool written, bool weights, bool bias);

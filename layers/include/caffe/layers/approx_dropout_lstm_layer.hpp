@@ -14,7 +14,8 @@ namespace caffe {
 /**
  * @brief Caffe's LSTM with Approximate Random Dropout (Song et al.,
  *        arXiv:1805.08939, Sec. IV-C) on its input x_t, the non-recurrent
- *        connection (as in Zaremba et al. 2014); h_{t-1} -> gates is untouched.
+ *        connection (as in Zaremba et al. 2014), and optionally on h_{t-1}
+ *        on the recurrent path (recurrent_dropout_ratio, below).
  *
  * Configured like LSTM (recurrent_param; bottoms x, cont and optionally the
  * static input) plus approx_dropout_param. LSTM's unrolled net computes
@@ -22,8 +23,10 @@ namespace caffe {
  * here that layer is an ApproxDropoutInnerProduct, so one pattern per
  * iteration is shared by every time step and only the kept part of the
  * input-to-gates product is computed. With s = 1 / (1 - dropout_ratio):
- *  - ROW: input feature k kept iff k % dp == b, kept inputs scaled by s
- *    (side INPUT of the inner product; `side` must be left unset or INPUT).
+ *  - ROW: the input features the layout keeps (BLOCK, the default: block b
+ *    of dp contiguous blocks; STRIDED, the paper's: k % dp == b), kept inputs
+ *    scaled by s (side INPUT of the inner product; `side` must be left unset
+ *    or INPUT).
  *  - TILE: tiles of W_xc (4 num_output x input size) kept by tile_order,
  *    the product scaled by s.
  * recurrent_dropout_ratio r > 0 also drops hidden units of h_{t-1} on the

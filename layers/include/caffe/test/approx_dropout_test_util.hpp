@@ -6,7 +6,15 @@
 
 #include "gtest/gtest.h"
 
+#include "caffe/util/approx_dropout_pattern.hpp"
+
 namespace caffe {
+
+// The paper's rule, as the tests' reference: unit j is kept by (dp, b) iff
+// j mod dp == b (STRIDED layout; row-major tile numbering for TILE).
+inline bool StridedKept(const DropoutPattern& p, int unit) {
+  return unit % p.dp == p.b;
+}
 
 // Upper 0.1 % point of the chi-squared distribution with df degrees of
 // freedom (Wilson-Hilferty); fixed seeds keep the tests deterministic.

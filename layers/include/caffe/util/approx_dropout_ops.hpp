@@ -1,13 +1,15 @@
 #ifndef CAFFE_UTIL_APPROX_DROPOUT_OPS_HPP_
 #define CAFFE_UTIL_APPROX_DROPOUT_OPS_HPP_
 
+#include "caffe/blob.hpp"
 #include "caffe/util/approx_dropout_pattern.hpp"
 
 namespace caffe {
 
 // Device-specific primitives of the approx-dropout engine (CPU: BLAS and
-// copies; GPU: cuBLAS and kernels), so that one plan-walking code path serves
-// both. Matrices are row-major with explicit leading dimensions, so a
+// copies; GPU: cuBLAS and kernels) and the device's copy of a blob, so that
+// one plan-walking code path serves both and never asks which device it is
+// on. Matrices are row-major with explicit leading dimensions, so a
 // contiguous kept part is passed as a view (pointer + leading dimension);
 // index sets are BlockStrides.
 template <typename Dtype>
@@ -32,6 +34,11 @@ class ApproxDropoutOps {
   virtual void add_bias(int rows, const BlockStride& cols, Dtype alpha,
       const Dtype* bias, Dtype* dst, int ld) const = 0;
   virtual void set_zero(int n, Dtype* x) const = 0;
+  // The blob's data / diff on this device (memory is taken on first use).
+  virtual const Dtype* data(const Blob<Dtype>& blob) const = 0;
+  virtual const Dtype* diff(const Blob<Dtype>& blob) const = 0;
+  virtual Dtype* mutable_data(Blob<Dtype>* blob) const = 0;
+  virtual Dtype* mutable_diff(Blob<Dtype>* blob) const = 0;
 };
 
 // The engine's primitives on the host (BLAS, threaded copies) and on the GPU

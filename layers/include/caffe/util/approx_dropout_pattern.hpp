@@ -16,13 +16,14 @@
 
 namespace caffe {
 
-// One iteration's regular dropout pattern (Song et al., Sec. III-A/B): of
-// every dp consecutive units (neurons for ROW, weight tiles for TILE) the one
-// whose index is b modulo dp is kept; the other dp - 1 are dropped.
+// One iteration's regular dropout pattern (Song et al., Sec. III-A/B): the
+// period dp and offset b. Which units it keeps depends on the layout
+// (KeptUnits: unit j kept iff j mod dp == b with STRIDED, the paper's, or
+// block b of dp contiguous blocks with BLOCK) and, for TILE, on the tile order
+// (the plan: tile (r, c) kept iff (r C + c) or (r + c) mod dp == b).
 struct DropoutPattern {
   int dp;
   int b;
-  bool kept(int unit) const { return unit % dp == b; }
 };
 
 // A set of indices in [0, dim) made of blocks of `block` consecutive indices:

@@ -8,15 +8,14 @@ namespace caffe {
 template <typename Dtype>
 void ApproxDropoutInnerProductLayer<Dtype>::Forward_gpu(
     const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
-  ForwardWith(ApproxDropoutGpuOps<Dtype>(), true, bottom, top);
+  ForwardWith(ApproxDropoutGpuOps<Dtype>(), bottom, top);
 }
 
 template <typename Dtype>
 void ApproxDropoutInnerProductLayer<Dtype>::Backward_gpu(
     const vector<Blob<Dtype>*>& top, const vector<bool>& propagate_down,
     const vector<Blob<Dtype>*>& bottom) {
-  BackwardWith(ApproxDropoutGpuOps<Dtype>(), true, top, propagate_down,
-               bottom);
+  BackwardWith(ApproxDropoutGpuOps<Dtype>(), top, propagate_down, bottom);
 }
 
 INSTANTIATE_LAYER_GPU_FUNCS(ApproxDropoutInnerProductLayer);

@@ -11,6 +11,7 @@
 #include "caffe/common.hpp"
 #include "caffe/filler.hpp"
 #include "caffe/layers/approx_dropout_inner_product_layer.hpp"
+#include "caffe/util/approx_dropout_param.hpp"
 #include "caffe/layers/inner_product_layer.hpp"
 #include "caffe/net.hpp"
 #include "caffe/util/math_functions.hpp"

@@ -239,13 +239,13 @@ class ApproxDropoutLSTMLayerTest : public MultiDeviceTest<TypeParam> {
       ASSERT_GE(pattern.dp, 1);
       ASSERT_LE(pattern.dp, 5);
       ++dp_count[pattern.dp - 1];
-      for (int u = 0; u < units; ++u) dropped[u] += !pattern.kept(u);
+      for (int u = 0; u < units; ++u) dropped[u] += !StridedKept(pattern, u);
       if (!tile && t % 400 == 0) {
         caffe_set(h_.count(), Dtype(1), h_.mutable_cpu_diff());
         layer.Backward(top_, down, bottom_);
         for (int m = 0; m < kT * kN; ++m) {
           for (int f = 0; f < kK; ++f) {
-            if (!pattern.kept(f)) {
+            if (!StridedKept(pattern, f)) {
               ASSERT_EQ(x_.cpu_diff()[m * kK + f], 0) << t << " " << f;
             }
           }

@@ -401,7 +401,7 @@ TEST(DropoutPatternSamplerTest, SlicesKeepTheMarginalRate) {
           ASSERT_EQ(p.b, (patterns[0].b + s) % p.dp);
         }
         differing_dp += p.dp != patterns[0].dp;
-        for (int u = 0; u < units; ++u) dropped[s * units + u] += !p.kept(u);
+        for (int u = 0; u < units; ++u) dropped[s * units + u] += !StridedKept(p, u);
       }
     }
     const double rate = 0.61, sigma = std::sqrt(rate * (1 - rate) / trials);

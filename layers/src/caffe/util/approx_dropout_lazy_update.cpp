@@ -235,15 +235,15 @@ void ApproxDropoutLazyParam<Dtype>::Flush(bool step, Dtype local_rate) {
   for (const Work& w : work_) {
     entries += static_cast<double>(w.row1 - w.row0) * (w.col1 - w.col0);
   }
-  // The products the queue refers to (products_ is for `now`).
-  const int n = products_now_ == update_->now() ? products_.size() : 0;
   const bool gpu = Caffe::mode() == Caffe::GPU;
   const int* work = reinterpret_cast<const int*>(work_.data());
   const Dtype* products = product_values_.data();
   Dtype *w, *h, *g;
   if (gpu) {
 #ifndef CPU_ONLY
-    // Only the queue's and the products' used lengths travel.
+    // Only the queue's and the products' used lengths travel (products_ is
+    // for `now`).
+    const int n = products_now_ == update_->now() ? products_.size() : 0;
     int* device_work = work_device_.mutable_gpu_data();
     caffe_gpu_memcpy(sizeof(Work) * work_.size(), work, device_work);
     Dtype* device_products = product_device_.mutable_gpu_data();

@@ -149,6 +149,18 @@ class CpuOps : public ApproxDropoutOps<Dtype> {
     }
   }
   virtual void set_zero(int n, Dtype* x) const { caffe_set(n, Dtype(0), x); }
+  virtual const Dtype* data(const Blob<Dtype>& blob) const {
+    return blob.cpu_data();
+  }
+  virtual const Dtype* diff(const Blob<Dtype>& blob) const {
+    return blob.cpu_diff();
+  }
+  virtual Dtype* mutable_data(Blob<Dtype>* blob) const {
+    return blob->mutable_cpu_data();
+  }
+  virtual Dtype* mutable_diff(Blob<Dtype>* blob) const {
+    return blob->mutable_cpu_diff();
+  }
 };
 
 }  // namespace

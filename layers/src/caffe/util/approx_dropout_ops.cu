@@ -107,6 +107,18 @@ class GpuOps : public ApproxDropoutOps<Dtype> {
   virtual void set_zero(int n, Dtype* x) const {
     caffe_gpu_set(n, Dtype(0), x);
   }
+  virtual const Dtype* data(const Blob<Dtype>& blob) const {
+    return blob.gpu_data();
+  }
+  virtual const Dtype* diff(const Blob<Dtype>& blob) const {
+    return blob.gpu_diff();
+  }
+  virtual Dtype* mutable_data(Blob<Dtype>* blob) const {
+    return blob->mutable_gpu_data();
+  }
+  virtual Dtype* mutable_diff(Blob<Dtype>* blob) const {
+    return blob->mutable_gpu_diff();
+  }
 };
 
 }  // namespace
