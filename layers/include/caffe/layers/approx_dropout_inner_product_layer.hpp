@@ -7,6 +7,7 @@
 #include "caffe/blob.hpp"
 #include "caffe/layer.hpp"
 #include "caffe/proto/caffe.pb.h"
+#include "caffe/util/approx_dropout_compact_buffers.hpp"
 #include "caffe/util/approx_dropout_ops.hpp"
 #include "caffe/util/approx_dropout_pattern.hpp"
 #include "caffe/util/approx_dropout_plan.hpp"
@@ -14,18 +15,6 @@
 namespace caffe {
 
 template <typename Dtype> class ApproxDropoutLazyParam;
-
-// Compact buffers that several layers running one at a time may share (the
-// unrolled steps of an ApproxDropoutLSTM, which read one W_hc): y and the
-// weight-gradient scratch, used within one pass, and the gathered W, tagged
-// with the (pattern, input) of every class it holds, so that a backward pass
-// gathers again only when another step's pattern replaced it. Each layer
-// keeps its own compact x, which serves its own backward.
-template <typename Dtype>
-struct ApproxDropoutSharedBuffers {
-  Blob<Dtype> y, w, dw;
-  vector<DropoutPattern> w_holds;
-};
 
 /**
  * @brief InnerProduct fused with Approximate Random Dropout (Song et al.,
@@ -148,10 +137,6 @@ class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
   void BackwardWith(const ApproxDropoutOps<Dtype>& ops,
       const vector<Blob<Dtype>*>& top, const vector<bool>& propagate_down,
       const vector<Blob<Dtype>*>& bottom);
-  void ReshapeSharedBuffers();
-  // Gathers the plan's compact W parts (those not read in place) into the
-  // buffer, unless it holds them already (backward after forward).
-  void GatherWeights(const ApproxDropoutOps<Dtype>& ops, bool always);
   int units() const;
   // The plan's parts of the weights and bias: caught up (before reading
   // them) or reported written (after backward wrote their diff).

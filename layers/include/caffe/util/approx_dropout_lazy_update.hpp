@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "caffe/blob.hpp"
+#include "caffe/util/approx_dropout_plan.hpp"
 #include "caffe/net.hpp"
 #include "caffe/proto/caffe.pb.h"
 #include "caffe/util/approx_dropout_pattern.hpp"
@@ -164,6 +165,28 @@ class ApproxDropoutLazyUpdate {
   std::vector<Use> uses_;
   double stepped_, caught_up_;
 };
+
+// A layer's use of the deferred update, in its plan's terms: the cells of
+// the weights (w) and bias (b) that the plan's groups read (written false:
+// caught up, before a forward reads them) or wrote (written true: marked,
+// after backward wrote their diff). drops_outputs: ROW on the output side
+// (the bias follows the kept outputs; else all N of it is read). Either
+// parameter may be NULL.
+template <typename Dtype>
+void ApproxDropoutLazyVisit(const ApproxDropoutPlan& plan, bool drops_outputs,
+    int num_output, bool written, ApproxDropoutLazyParam<Dtype>* w,
+    ApproxDropoutLazyParam<Dtype>* b);
+
+// Cell sizes (rows x columns of the weights, or of the N x 1 bias) fine
+// enough that whole cells cover a layer's kept parts with little excess: a
+// dimension that BLOCK patterns cut in ~128 cells (a kept block then takes
+// at most two partial cells), tiles for TILE, single units for STRIDED, and
+// the whole dimension where every unit is always read. drops: the layer's
+// rate is positive; input_fine: it skips a producer's BLOCK (or not yet
+// known) inputs, input_single: a producer's STRIDED inputs.
+void ApproxDropoutLazyCellSize(const ApproxDropoutShape& shape, bool drops,
+    bool input_fine, bool input_single, bool bias, int* cell_rows,
+    int* cell_cols);
 
 // The device side of the update: CPU loops and their CUDA twins.
 template <typename Dtype>

@@ -111,19 +111,7 @@ void ApproxDropoutInnerProductLayer<Dtype>::Reshape(
   // disjoint parts of W. Memory is taken only when a pattern first needs a
   // buffer, never per iteration.
   x_buf_.Reshape(vector<int>(1, M_ * K_));
-  ReshapeSharedBuffers();
-}
-
-template <typename Dtype>
-void ApproxDropoutInnerProductLayer<Dtype>::ReshapeSharedBuffers() {
-  // Sharers have one W shape; y grows to the largest sharer's batch.
-  CHECK(bufs_->w.count() == 0 || bufs_->w.count() == N_ * K_) << "Layer "
-      << this->layer_param_.name() << ": shares compact buffers with a layer "
-      << "whose weights have another shape";
-  if (bufs_->y.count() < M_ * N_) bufs_->y.Reshape(vector<int>(1, M_ * N_));
-  bufs_->w.Reshape(vector<int>(1, N_ * K_));
-  bufs_->dw.Reshape(vector<int>(1, N_ * K_));
-  bufs_->w_holds.clear();
+  bufs_->Reshape(M_ * N_, N_ * K_, this->layer_param_.name());
 }
 
 template <typename Dtype>
@@ -132,33 +120,7 @@ void ApproxDropoutInnerProductLayer<Dtype>::ShareCompactBuffers(
   CHECK(buffers) << "Layer " << this->layer_param_.name()
                  << ": ShareCompactBuffers needs buffers";
   bufs_ = buffers;
-  ReshapeSharedBuffers();
-}
-
-template <typename Dtype>
-void ApproxDropoutInnerProductLayer<Dtype>::GatherWeights(
-    const ApproxDropoutOps<Dtype>& ops, bool always) {
-  vector<DropoutPattern>& holds = bufs_->w_holds;
-  bool held = !always && holds.size() == 2u * plan_.num_classes();
-  for (int c = 0; held && c < plan_.num_classes(); ++c) {
-    held = holds[2 * c].dp == plan_.cls(c).pattern.dp &&
-           holds[2 * c].b == plan_.cls(c).pattern.b &&
-           holds[2 * c + 1].dp == plan_.cls(c).input.dp &&
-           holds[2 * c + 1].b == plan_.cls(c).input.b;
-  }
-  if (held) return;
-  holds.clear();
-  const Dtype* w = ops.data(*this->blobs_[0]);
-  for (int c = 0; c < plan_.num_classes(); ++c) {
-    const ApproxDropoutClass& cls = plan_.cls(c);
-    for (const ApproxDropoutGroup& g : cls.groups) {
-      if (g.w_view) continue;
-      Dtype* buf = ops.mutable_data(&bufs_->w) + cls.w_base + g.w_offset;
-      ops.gather(g.out.size(), g.out, g.in, w, K_, buf);
-    }
-    holds.push_back(cls.pattern);
-    holds.push_back(cls.input);
-  }
+  bufs_->Reshape(M_ * N_, N_ * K_, this->layer_param_.name());
 }
 
 template <typename Dtype>
@@ -265,7 +227,7 @@ void ApproxDropoutInnerProductLayer<Dtype>::ForwardWith(
   Dtype* y = ops.mutable_data(top[0]);
   const Dtype* bias = bias_term_ ? ops.data(*this->blobs_[1]) : NULL;
   if (!plan_.out_covered()) ops.set_zero(M_ * N_, y);
-  GatherWeights(ops, true);
+  bufs_->GatherWeights(ops, plan_, *this->blobs_[0], K_, true);
   for (int c = 0; c < plan_.num_classes(); ++c) {
     const ApproxDropoutClass& cls = plan_.cls(c);
     for (int s : cls.slices) {
@@ -313,7 +275,7 @@ void ApproxDropoutInnerProductLayer<Dtype>::BackwardWith(
     dx = ops.mutable_diff(bottom[0]);
     if (!plan_.in_covered()) ops.set_zero(M_ * K_, dx);
     // A shared buffer may hold another step's W parts by now.
-    GatherWeights(ops, false);
+    bufs_->GatherWeights(ops, plan_, *this->blobs_[0], K_, false);
   }
   for (int c = 0; c < plan_.num_classes(); ++c) {
     const ApproxDropoutClass& cls = plan_.cls(c);
@@ -385,51 +347,19 @@ void ApproxDropoutInnerProductLayer<Dtype>::set_lazy_param(
 template <typename Dtype>
 void ApproxDropoutInnerProductLayer<Dtype>::LazyCells(
     int blob_index, int* cell_rows, int* cell_cols) const {
-  // A dimension that BLOCK patterns cut in ~128 cells (a kept block then
-  // takes at most two partial cells), tiles for TILE, single units for
-  // STRIDED, and the whole dimension where every unit is always read.
-  const int fine_n = std::max(1, (N_ + 127) / 128);
-  const int fine_k = std::max(1, (K_ + 127) / 128);
-  const bool drops = sampler_->dropout_ratio() > 0;
-  int rows = N_, cols = K_;
-  if (shape_.tile) {
-    rows = shape_.tile_height;
-    cols = shape_.tile_width;
-  } else if (shape_.input_side) {
-    if (drops) cols = shape_.block_layout ? fine_k : 1;
-  } else {
-    if (drops) rows = shape_.block_layout ? fine_n : 1;
-    // The producer's layout is known once its pattern top was checked.
-    if (propagated_) cols = input_block_ || !pattern_checked_ ? fine_k : 1;
-  }
-  *cell_rows = rows;
-  *cell_cols = blob_index == 0 ? cols : 1;
+  // The producer's layout is known once its pattern top was checked.
+  ApproxDropoutLazyCellSize(shape_, sampler_->dropout_ratio() > 0,
+      propagated_ && (input_block_ || !pattern_checked_),
+      propagated_ && pattern_checked_ && !input_block_, blob_index == 1,
+      cell_rows, cell_cols);
 }
 
 template <typename Dtype>
 void ApproxDropoutInnerProductLayer<Dtype>::VisitLazyParams(bool written,
     bool weights, bool bias) {
-  ApproxDropoutLazyParam<Dtype>* w =
-      weights && lazy_.size() > 0 ? lazy_[0] : NULL;
-  ApproxDropoutLazyParam<Dtype>* b = bias && lazy_.size() > 1 ? lazy_[1] : NULL;
-  if (!w && !b) return;
-  const BlockStride one = BlockStride::All(1);
-  for (int c = 0; c < plan_.num_classes(); ++c) {
-    for (const ApproxDropoutGroup& g : plan_.cls(c).groups) {
-      if (w) written ? w->MarkWritten(g.out, g.in) : w->CatchUp(g.out, g.in);
-      if (b && drops_outputs_) {
-        written ? b->MarkWritten(g.out, one) : b->CatchUp(g.out, one);
-      }
-    }
-  }
-  if (b && !drops_outputs_) {
-    const BlockStride all = BlockStride::All(N_);
-    written ? b->MarkWritten(all, one) : b->CatchUp(all, one);
-  }
-  if (!written) {
-    if (w) w->FinishCatchUp();
-    if (b) b->FinishCatchUp();
-  }
+  ApproxDropoutLazyVisit(plan_, drops_outputs_, N_, written,
+                         weights && lazy_.size() > 0 ? lazy_[0] : NULL,
+                         bias && lazy_.size() > 1 ? lazy_[1] : NULL);
 }
 
 template <typename Dtype>

@@ -270,6 +270,58 @@ void ApproxDropoutLazyParam<Dtype>::Flush(bool step, Dtype local_rate) {
   work_.clear();
 }
 
+// ---- a layer's plan, in cells ---------------------------------------------
+
+template <typename Dtype>
+void ApproxDropoutLazyVisit(const ApproxDropoutPlan& plan, bool drops_outputs,
+    int num_output, bool written, ApproxDropoutLazyParam<Dtype>* w,
+    ApproxDropoutLazyParam<Dtype>* b) {
+  if (!w && !b) return;
+  const BlockStride one = BlockStride::All(1);
+  for (int c = 0; c < plan.num_classes(); ++c) {
+    for (const ApproxDropoutGroup& g : plan.cls(c).groups) {
+      if (w) written ? w->MarkWritten(g.out, g.in) : w->CatchUp(g.out, g.in);
+      if (b && drops_outputs) {
+        written ? b->MarkWritten(g.out, one) : b->CatchUp(g.out, one);
+      }
+    }
+  }
+  if (b && !drops_outputs) {
+    const BlockStride all = BlockStride::All(num_output);
+    written ? b->MarkWritten(all, one) : b->CatchUp(all, one);
+  }
+  if (!written) {
+    if (w) w->FinishCatchUp();
+    if (b) b->FinishCatchUp();
+  }
+}
+
+template void ApproxDropoutLazyVisit<float>(const ApproxDropoutPlan&, bool,
+    int, bool, ApproxDropoutLazyParam<float>*, ApproxDropoutLazyParam<float>*);
+template void ApproxDropoutLazyVisit<double>(const ApproxDropoutPlan&, bool,
+    int, bool, ApproxDropoutLazyParam<double>*,
+    ApproxDropoutLazyParam<double>*);
+
+void ApproxDropoutLazyCellSize(const ApproxDropoutShape& shape, bool drops,
+    bool input_fine, bool input_single, bool bias, int* cell_rows,
+    int* cell_cols) {
+  const int fine_n = std::max(1, (shape.N + 127) / 128);
+  const int fine_k = std::max(1, (shape.K + 127) / 128);
+  int rows = shape.N, cols = shape.K;
+  if (shape.tile) {
+    rows = shape.tile_height;
+    cols = shape.tile_width;
+  } else if (shape.input_side) {
+    if (drops) cols = shape.block_layout ? fine_k : 1;
+  } else {
+    if (drops) rows = shape.block_layout ? fine_n : 1;
+    if (input_fine) cols = fine_k;
+    if (input_single) cols = 1;
+  }
+  *cell_rows = rows;
+  *cell_cols = bias ? 1 : cols;
+}
+
 // ---- ApproxDropoutLazyUpdate ------------------------------------------------
 
 template <typename Dtype>
