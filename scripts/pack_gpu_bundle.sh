@@ -20,4 +20,5 @@ while (($#)); do
 done
 scripts/build.sh --cuda --cuda-arch "$arch"
 scripts/check_cuda_link.sh build/cuda
-.venv/bin/python -m approx_dropout.bundle.pack --build build/cuda --out "$out"
+.venv/bin/python -c 'import sys; from approx_dropout.bundle.pack import main; sys.exit(main())' \
+  --build build/cuda --out "$out"

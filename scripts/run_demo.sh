@@ -15,7 +15,9 @@ if (($#)); then
   build_args=(--cuda --cuda-arch "${CUDA_ARCH:-90}") device_args=(--gpu "$2") build=build/cuda
 fi
 scripts/setup.sh
-scripts/build.sh "${build_args[@]}"
+# Only what the demo runs: libcaffe, the caffe tool and pycaffe (the tests,
+# Caffe's own suite among them, are scripts/run_tests.sh's).
+scripts/build.sh "${build_args[@]}" --target tool_caffe --target pycaffe
 export APPROX_DROPOUT_BUILD=$PWD/$build
 rm -rf build/demo/runs  # measure afresh every time (the runner resumes otherwise)
 .venv/bin/python scripts/experiments/exp_mlp.py demo --iterations "${ITERATIONS:-2000}" --out build/demo \

@@ -5,7 +5,7 @@
 # benchmarks (paper Table I MLPs, the 2 x 1500 LSTM LM), and writes
 # results.json, results.md, gtest.xml and run.log to OUT. With --cpu it runs
 # the CPU tests and `caffe time` in CPU mode instead (how the path is tested
-# on machines without a GPU). Further options go to approx_dropout.bundle.run
+# on machines without a GPU). Further options go to the bundle's run_bundle.py
 # (--only GLOB..., --repeats, --iterations, --lm-iterations, --budget).
 #   scripts/run_gpu_bundle.sh ARCHIVE.tar.xz OUT [--cpu] [options]
 set -euo pipefail
@@ -35,5 +35,4 @@ trap 'rm -rf "$work"' EXIT
 tar -C "$work" -xJf "$archive"
 bundle=$(find "$work" -mindepth 1 -maxdepth 1 -type d | head -n 1)
 mkdir -p "$out"
-PYTHONPATH="$bundle/python${PYTHONPATH:+:$PYTHONPATH}" \
-  python3 -m approx_dropout.bundle.run --bundle "$bundle" --out "$out" "$@"
+python3 "$bundle/run_bundle.py" --out "$out" "$@"

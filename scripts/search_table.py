@@ -8,13 +8,9 @@ of one iteration's dropped fraction, how many (dp, b) sub-models it samples
 warnings.
 
     scripts/search_table.py [--rates 0.3 0.5 0.7] [--max-dp 4 16 64 2048] [--json OUT]
-    scripts/search_table.py --default-table    # rewrite the gtest's table (see below)
 
---default-table regenerates layers/src/caffe/test/test_data/
-approx_dropout_default_distributions.txt, bounded_search over the (p, N)
-grid that a gtest compares with the C++ DefaultPatternDistribution (same as
-python -m approx_dropout.patterns.search --table > that file); rebuild
-caffe_tests afterwards, CMake embeds the table.
+(The table that a gtest compares with the C++ DefaultPatternDistribution is
+scripts/regenerate.py table's.)
 """
 from __future__ import annotations
 
@@ -23,11 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from approx_dropout.patterns.search import (
-    METHODS, SearchError, default_distribution_table, search)
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_TABLE = REPO / "layers/src/caffe/test/test_data/approx_dropout_default_distributions.txt"
+from approx_dropout.patterns.search import METHODS, SearchError, search
 
 
 def main() -> int:
@@ -35,14 +27,7 @@ def main() -> int:
     parser.add_argument("--rates", type=float, nargs="+", default=[0.3, 0.5, 0.7])
     parser.add_argument("--max-dp", type=int, nargs="+", default=[4, 16, 64, 2048])
     parser.add_argument("--json", type=Path, help="also write every result here")
-    parser.add_argument("--default-table", action="store_true",
-                        help=f"only rewrite {DEFAULT_TABLE.relative_to(REPO)} (the C++ "
-                             f"default's reference table)")
     args = parser.parse_args()
-    if args.default_table:
-        DEFAULT_TABLE.write_text(default_distribution_table())
-        print(f"wrote {DEFAULT_TABLE.relative_to(REPO)}")
-        return 0
     print("| method | N | p | rate | spread | sub-models (effective) | P(dp=1) | warnings |")
     print("|---|---|---|---|---|---|---|---|")
     records = []

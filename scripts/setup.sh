@@ -27,6 +27,20 @@ APT_PACKAGES=(
 )
 
 missing=()
+# apt's own output (progress, dpkg's unpacking lines) goes to a log; the
+# screen gets one line per step, and the log's end if a step fails.
+# (In the checkout, not /tmp: root appends to it.)
+apt_log=$PWD/build/setup-apt.log
+apt_quietly() {
+  mkdir -p build
+  echo "setup: apt-get $1 (log: $apt_log)"
+  DEBIAN_FRONTEND=noninteractive apt-get "$@" >>"$apt_log" 2>&1 || {
+    tail -n 20 "$apt_log" >&2
+    echo "setup: error: apt-get $1 failed (log: $apt_log)" >&2
+    exit 1
+  }
+}
+
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" \
     || missing+=("$pkg")
@@ -38,9 +52,8 @@ if ((${#missing[@]})); then
     echo "  sudo apt-get install -y ${missing[*]}" >&2
     exit 1
   fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    "${missing[@]}"
+  apt_quietly update
+  apt_quietly install -y --no-install-recommends "${missing[@]}"
 fi
 
 if ((cuda)) && ! command -v nvcc >/dev/null && [[ ! -x /usr/local/cuda/bin/nvcc ]]; then
@@ -73,12 +86,11 @@ if ((cuda)) && ! command -v nvcc >/dev/null && [[ ! -x /usr/local/cuda/bin/nvcc 
          "file and update keyring_sha256 in scripts/setup.sh)" >&2
     exit 1
   fi
-  dpkg -i "$keyring"
+  dpkg -i "$keyring" >/dev/null  # (its errors still reach stderr)
   rm -f "$keyring"
   trap - EXIT
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    "${cuda_packages[@]}"
+  apt_quietly update
+  apt_quietly install -y --no-install-recommends "${cuda_packages[@]}"
 fi
 
 PYTHON=${PYTHON:-python3}

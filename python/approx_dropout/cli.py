@@ -21,8 +21,8 @@ from .prototxt.fill import (APPROX_LAYER_TYPES, DEFAULT_MAX_DP, FilledLayer,
                             fill_distributions)
 from .patterns.search import (DEFAULT_BAND, DEFAULT_RELATIVE_BAND, METHODS, SearchError,
                              SearchResult, pattern_rates, search)
-from .prototxt.io import (PrototxtError, check_writable, locked, net_to_text, read_net_file,
-                          write_text_atomic)
+from .files import FileWriteError, check_writable, locked, write_text_atomic
+from .prototxt.io import PrototxtError, net_to_text, read_net_file
 
 PROG = "approx-dropout"
 # Entries below this are summarised in the text listing (--json lists all).
@@ -420,7 +420,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (PrototxtError, SearchError) as e:
+    # A net that cannot be used (PrototxtError) and a file that cannot be
+    # written (FileWriteError, from approx_dropout.files, which knows nothing
+    # of prototxt) are separate errors, neither a kind of the other: both end
+    # the command the same way, one line on stderr and exit status 1.
+    except (PrototxtError, FileWriteError, SearchError) as e:
         print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
         return 1
 

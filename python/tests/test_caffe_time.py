@@ -1,4 +1,5 @@
-"""approx_dropout.harness.caffe_time against the real `caffe time` of the build."""
+"""approx_dropout.harness.caffe_time against the real `caffe time` of the build,
+and scripts/bench/time_net.py, its command line."""
 from __future__ import annotations
 
 import subprocess
@@ -10,6 +11,7 @@ from approx_dropout.harness import caffe_time
 from conftest import REPO
 
 MLP = REPO / "prototxt/mlp_bench_stock.prototxt"
+SCRIPT = REPO / "scripts/bench/time_net.py"
 
 
 def test_caffe_time_table_of_the_stock_mlp():
@@ -32,17 +34,27 @@ def test_parse_rejects_output_without_a_table():
 
 def test_cli_missing_prototxt_is_one_clear_line(tmp_path):
     missing = tmp_path / "nope.prototxt"
-    proc = subprocess.run([sys.executable, "-m", "approx_dropout.harness.caffe_time", str(missing)],
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(missing)],
                           capture_output=True, text=True)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == f"caffe_time: error: {missing}: no such prototxt"
+    assert proc.stderr.strip() == f"time_net: error: {missing}: no such prototxt"
 
 
 def test_cli_broken_prototxt_reports_caffe_error(tmp_path):
     bad = tmp_path / "bad.prototxt"
     bad.write_text('layer { name: "x" type: "NoSuchLayer" top: "y" }\n')
-    proc = subprocess.run([sys.executable, "-m", "approx_dropout.harness.caffe_time", str(bad)],
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(bad)], capture_output=True,
+                          text=True)
     assert proc.returncode == 1
     assert "caffe time failed" in proc.stderr
     assert "NoSuchLayer" in proc.stderr
+
+
+def test_cli_prints_the_table():
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(MLP), "--iterations", "1"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"caffe time: {MLP}, 1 iterations, TRAIN, CPU"
+    assert lines[1].split() == ["layer", "forward", "ms", "backward", "ms"]
+    assert lines[-1].startswith("forward-backward per iteration: ")

@@ -12,8 +12,8 @@ import pytest
 
 from approx_dropout import cli
 from approx_dropout.patterns.search import bounded_search
-from approx_dropout.prototxt import fill
 from approx_dropout.prototxt import io as prototxt_io
+from approx_dropout.prototxt import rules
 from conftest import REPO
 
 PROTOTXT = REPO / "prototxt"
@@ -75,7 +75,7 @@ def test_apply_in_place_keeps_a_backup(capsys, rdp):
     net = prototxt_io.read_net(rdp)
     k = [layer.approx_dropout_param.pattern_distribution for layer in net.layer
          if layer.type == "ApproxDropoutInnerProduct"]
-    want = fill.trim(bounded_search(np.float32(0.7).item(), 16).distribution)
+    want = rules.trim(bounded_search(np.float32(0.7).item(), 16).distribution)
     assert len(k) == 2 and list(k[0]) == pytest.approx(want, abs=1e-7)
 
 
@@ -388,27 +388,6 @@ def test_two_concurrent_applies_to_different_layers_lose_no_update(rdp, tmp_path
     assert backups == ["rdp.prototxt.bak", "rdp.prototxt.bak1"]  # one each, none shared
     assert original in {(tmp_path / b).read_bytes() for b in backups}
     assert not list(tmp_path.glob(".rdp.prototxt*"))  # no lock or temporary left
-
-
-def test_lock_waits_and_gives_up_with_a_clear_error(tmp_path):
-    path = tmp_path / "net.prototxt"
-    path.write_text("v1")
-    with prototxt_io.locked(path):
-        with pytest.raises(prototxt_io.PrototxtError, match="another run has held"):
-            with prototxt_io.locked(path, timeout=0.2):
-                pass
-    with prototxt_io.locked(path):  # released: free again
-        pass
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.prototxt"]
-
-
-def test_backup_names_are_claimed_exclusively(tmp_path):
-    path = tmp_path / "net.prototxt"
-    path.write_text("v1")
-    (tmp_path / "net.prototxt.bak").symlink_to(tmp_path / "elsewhere")  # dangling
-    saved = prototxt_io.write_text_atomic(path, "v2", backup=True)
-    assert saved == tmp_path / "net.prototxt.bak1" and saved.read_text() == "v1"
-    assert not (tmp_path / "elsewhere").exists()  # the link was not followed
 
 
 def test_apply_asks_for_max_dp_when_the_input_size_is_unknown(capsys, tmp_path):

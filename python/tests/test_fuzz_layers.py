@@ -30,13 +30,15 @@ import os
 import random
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
 import numpy as np
 import pytest
+from google.protobuf import text_format
 
 from approx_dropout.harness import check as caffe_check
+from approx_dropout.prototxt import rules
 
 SEED = int(os.environ.get("APPROX_DROPOUT_FUZZ_SEED", "20251129"))
 CASES = int(os.environ.get("APPROX_DROPOUT_FUZZ_CASES", "600"))
@@ -660,6 +662,130 @@ def test_generator_covers_every_rule():
                for c in valid)
     assert any(c.kind == "lstm" and "recurrent_pattern_distribution" in c.param for c in valid)
     assert any(c.kind == "pair" and c.consumer["param"]["dropout_ratio"] == 0 for c in valid)
+
+
+# ---- approx_dropout.prototxt.rules against the oracle -------------------------------
+#
+# rules.py is the tools' own copy of the layers' rules (convert, apply and the
+# NetSpec helpers refuse or size a layer with it before Caffe sees it). The
+# oracle above is written independently from the C++; both must agree.
+
+# The oracle's refusals that rules.layer_units (field_problem included) makes
+# too: units, tiles and fields. batch_slices, tile_order and the dropout
+# ratios are not its business; the main path's distribution is
+# rules.distribution_problem's, compared on its own.
+RULES_FIELDS = frozenset({
+    "inner_product_param.num_output", "approx_dropout_param.side",
+    "approx_dropout_param.tile_height", "approx_dropout_param.tile_width",
+    "approx_dropout_param.layout", "approx_dropout_param.recurrent_dropout_ratio"})
+
+
+def _valid_ratio(value: float) -> bool:
+    return 0 <= f32(value) < 1                        # NaN: False
+
+
+def rules_only(case: Case, keep_distribution: bool = False) -> Case:
+    """The case with every setting rules.layer_units does not check made
+    valid, so that the oracle can refuse it only for a reason rules covers:
+    no batch_slices or tile_order, the main path at dropout_ratio 0 with
+    dp = 1 (unless keep_distribution), an LSTM's recurrent path likewise
+    (unless its recurrent_dropout_ratio is outside [0, 1): field_problem's)."""
+    param = {k: v for k, v in case.param.items() if k not in ("batch_slices", "tile_order")}
+    if not keep_distribution:
+        param.update(dropout_ratio=0.0, pattern_distribution=[1.0])
+    if case.kind == "lstm" and _valid_ratio(param.get("recurrent_dropout_ratio", 0.0)):
+        param.update(recurrent_dropout_ratio=0.0, recurrent_pattern_distribution=[1.0])
+    return replace(case, param=param)
+
+
+def parsed_layer(caffe_pb2, text: str, name: str):
+    net = text_format.Parse(text, caffe_pb2.NetParameter())
+    (layer,) = [layer for layer in net.layer if layer.name == name]
+    return layer
+
+
+def rules_disagreements(caffe_pb2, case: Case, verdict: Optional[Refused],
+                        counts: dict[str, int]) -> list[str]:
+    """Where rules.py and the oracle disagree on one single-layer case."""
+    problems = []
+    layer = parsed_layer(caffe_pb2, prototxt(case), case.name)
+    units = rules.layer_units(layer, case.input_shape)
+    # the layer's own settings, with what rules does not check made valid
+    only = rules_only(case)
+    want = Oracle(only).verdict()
+    got = rules.layer_units(parsed_layer(caffe_pb2, prototxt(only), case.name),
+                            case.input_shape)
+    counts["refused" if want else "accepted"] += 1
+    if want is not None and want.field not in RULES_FIELDS:
+        problems.append(f"rules_only left the oracle a refusal rules does not cover: {want}")
+    if bool(got.problem) != (want is not None):
+        problems.append(f"layer_units: {got.problem or 'accepted'!r}; the oracle: "
+                        f"{want or 'accepted'}")
+    if got.problem != units.problem:  # it reads none of the fields rules_only changed
+        problems.append(f"layer_units of the case itself: {units.problem!r}, "
+                        f"with only its own rules: {got.problem!r}")
+    if units.problem and verdict is None:
+        problems.append(f"layer_units refuses what the layer accepts: {units.problem!r}")
+    if not units.problem and units.count != Oracle(case).units():
+        problems.append(f"layer_units counts {units.count} {units.what}, the oracle "
+                        f"{Oracle(case).units()}")
+    # the main path's distribution, the units being fine
+    param = layer.approx_dropout_param
+    if (not units.problem and len(param.pattern_distribution)
+            and _valid_ratio(case.param.get("dropout_ratio", 0.5))):
+        try:
+            want = Oracle(rules_only(case, keep_distribution=True)).verdict()
+        except TooClose:
+            want = TooClose
+        if want is not TooClose:
+            counts["distributions"] += 1
+            if want is not None and want.field != "approx_dropout_param.pattern_distribution":
+                problems.append(f"the oracle refuses more than the distribution: {want}")
+            problem = rules.distribution_problem(list(param.pattern_distribution),
+                                                 param.dropout_ratio, units)
+            if bool(problem) != (want is not None):
+                problems.append(f"distribution_problem: {problem or 'accepted'!r}; the "
+                                f"oracle: {want or 'accepted'}")
+    problems += slices_disagreements(layer, case.param, counts, case.kind == "ip")
+    return problems
+
+
+def slices_disagreements(layer, param: dict[str, Any], counts: dict[str, int],
+                         pattern_top: bool = True) -> list[str]:
+    """rules' batch slices (the default, the pattern top's rows) and PairCase.slices."""
+    problems = []
+    want = PairCase.slices(param)
+    if "batch_slices" not in param:
+        counts["default slices"] += 1
+        got = rules.default_batch_slices(layer.approx_dropout_param)
+        if got != want:
+            problems.append(f"default_batch_slices {got}, PairCase.slices {want}")
+    if pattern_top and rules.pattern_slices(layer) != want:
+        problems.append(f"pattern_slices {rules.pattern_slices(layer)}, PairCase.slices {want}")
+    return problems
+
+
+def test_prototxt_rules_agree_with_the_oracle(caffe_pb2):
+    """On every generated case: rules.layer_units refuses exactly when the
+    oracle refuses for a reason it covers (and counts the oracle's units),
+    distribution_problem agrees on the main path's distribution, and the
+    default batch slices are PairCase.slices (pairs: both layers)."""
+    counts = {"refused": 0, "accepted": 0, "distributions": 0, "default slices": 0}
+    failures = []
+    for case, verdict in generate(SEED, CASES):
+        if case.kind == "pair":
+            text = pair_prototxt(case)
+            problems = [p for spec, name in ((case.producer, case.producer_name),
+                                             (case.consumer, case.name))
+                        for p in slices_disagreements(parsed_layer(caffe_pb2, text, name),
+                                                      spec["param"], counts)]
+        else:
+            problems = rules_disagreements(caffe_pb2, case, verdict, counts)
+        if problems:
+            failures.append(f"--- case {case.name} (seed {SEED}): " + "; ".join(problems)
+                            + f"\noracle: {verdict or 'accepted'}\n{net_text(case)}")
+    assert not failures, f"{len(failures)} cases:\n" + "\n".join(failures[:10])
+    assert all(counts.values()), counts              # and none of it was vacuous
 
 
 def test_fuzz_layer_setup(capsys):

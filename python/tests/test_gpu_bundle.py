@@ -19,7 +19,6 @@ import pytest
 from approx_dropout import caffe_env
 from approx_dropout.bundle import pack as bundle_pack
 from approx_dropout.bundle import run as bundle_run
-from approx_dropout.prototxt import nets
 from conftest import REPO
 
 NAME = "test-bundle"
@@ -57,9 +56,10 @@ def test_bundle_is_a_build_folder_with_every_library_it_needs(unpacked):
         for name in bundle_pack.needed(path):
             assert name in libs or bundle_pack.is_host_library(name), (path.name, name)
     assert (unpacked / "python/approx_dropout/bundle/run.py").is_file()
+    assert (unpacked / bundle_pack.RUNNER_NAME).read_text() == bundle_pack.RUNNER_SCRIPT
     assert len(list((unpacked / "nets").glob("*.prototxt"))) == \
         len(bundle_pack.MLP_HIDDEN) * len(bundle_pack.MLP_METHODS) \
-        + 3 * (len(nets.LM_FLAVOURS) + 1)
+        + len(bundle_pack.LM_RATES) * len(bundle_pack.LM_METHODS)
 
 
 def test_host_library_rule():
@@ -95,12 +95,29 @@ def test_pack_refuses_an_archive_over_the_limit(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_pack_refuses_a_folder_that_is_not_a_build(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "approx_dropout.bundle.pack",
-                           "--build", str(tmp_path), "--out", str(tmp_path / "out")],
-                          capture_output=True, text=True)
+def test_pack_refuses_a_folder_that_is_not_a_build(tmp_path, capsys):
+    code = bundle_pack.main(["--build", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("bundle.pack: error: ")
+    assert "lacks lib/libcaffe.so" in err and "scripts/build.sh --cuda" in err
+
+
+def test_the_bundles_runner_needs_only_the_standard_library_and_its_folder(unpacked, tmp_path):
+    """run_bundle.py, the bundle's entry, under python3 -I -S (no site-packages,
+    no PYTHONPATH, another working folder) finds the bundle's own package."""
+    proc = subprocess.run([sys.executable, "-I", "-S", str(unpacked / bundle_pack.RUNNER_NAME),
+                           "--help"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: run_bundle.py ")
+    proc = subprocess.run([sys.executable, "-I", "-S", str(unpacked / bundle_pack.RUNNER_NAME),
+                           "--out", str(tmp_path / "o"), "--cpu", "--gtest-filter", "NoSuch.*",
+                           "--only", "no-such-group*"],
+                          capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 1
-    assert "lacks lib/libcaffe.so" in proc.stderr and "scripts/build.sh --cuda" in proc.stderr
+    log = (tmp_path / "o" / "run.log").read_text()
+    assert f"bundle {unpacked}: " in log and "files verified" in log
+    assert "no bundle nets match ['no-such-group*']" in log
 
 
 # A few quick tests of each layer (CPU float: typed-test index 0) plus the

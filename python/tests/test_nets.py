@@ -10,6 +10,7 @@ import pytest
 from google.protobuf import text_format
 
 from approx_dropout.harness import check as caffe_check
+from approx_dropout.methods import method_settings
 from approx_dropout.prototxt import nets
 from conftest import REPO
 
@@ -25,7 +26,7 @@ def test_prototxt_folder_holds_the_committed_nets():
 @pytest.mark.parametrize("name", sorted(nets.COMMITTED))
 def test_committed_prototxt_is_the_generator_output(name):
     assert (REPO / "prototxt" / name).read_text() == nets.committed_text(name), (
-        f"prototxt/{name} is stale: python -m approx_dropout.prototxt.nets prototxt")
+        f"prototxt/{name} is stale: scripts/regenerate.py nets")
 
 
 def test_committed_nets_load_in_caffe():
@@ -73,60 +74,6 @@ def test_bad_arguments_are_refused():
         nets.lm("row", approx_fields={"layout": "DIAGONAL"})
 
 
-def test_methods_name_their_settings():
-    # the methods of the committed results keep the layout they ran with
-    # without _sS: 2 slices, what the results of "rdp" were recorded with
-    assert nets.method_settings("rdp") == (
-        "rdp", {"batch_slices": 2, "layout": "STRIDED"}, False, False)
-    assert nets.method_settings("rdp_s8") == (
-        "rdp", {"batch_slices": 8, "layout": "STRIDED"}, False, False)
-    assert nets.method_settings("tdp_s1_rowmajor") == (
-        "tdp", {"batch_slices": 1, "tile_order": "ROW_MAJOR"}, False, False)
-    assert nets.method_settings("rdp_paper") == (
-        "rdp", {"batch_slices": 1, "layout": "STRIDED"}, True, False)
-    assert nets.method_settings("tdp") == ("tdp", {}, False, False)  # TILE: no layout
-    assert nets.method_settings("stock") == ("stock", {}, False, False)
-    # the new ones
-    assert nets.method_settings("rdp_block") == (
-        "rdp", {"batch_slices": 2, "layout": "BLOCK"}, False, False)
-    assert nets.method_settings("rdp_block_s4") == (
-        "rdp", {"batch_slices": 4, "layout": "BLOCK"}, False, False)
-    assert nets.method_settings("rdp_prop") == (
-        "rdp", {"batch_slices": 2, "layout": "BLOCK"}, False, True)
-    assert nets.method_settings("rdp_prop_s1").fields == {"batch_slices": 1, "layout": "BLOCK"}
-    assert nets.method_settings("rdp_strided_prop") == (
-        "rdp", {"batch_slices": 2, "layout": "STRIDED"}, False, True)
-    assert nets.method_settings("rdp_strided_prop").propagate
-    for bad in ("rdp_s0", "rdp_s", "tdp_sx", "bernoulli", "rdp_s01", "rdp_block_prop",
-                "rdp_strided", "tdp_block", "tdp_prop", "rdp_prop_s", "rdp_paper_s2"):
-        with pytest.raises(ValueError, match="unknown method"):
-            nets.method_settings(bad)
-
-
-def test_method_labels_say_layout_slices_and_propagation():
-    assert nets.method_label("stock") == "stock Dropout"
-    assert nets.method_label("rdp") == "RDP, strided, 2 slices (default at p > 0.5)"
-    assert nets.method_label("rdp_s1") == "RDP, strided, 1 pattern/batch (paper)"
-    assert nets.method_label("rdp_s4") == "RDP, strided, 4 slices"
-    assert nets.method_label("rdp_paper") == "RDP, strided, paper's dist., 1 pattern/batch"
-    assert nets.method_label("rdp_block") == "RDP, block, 2 slices (layer defaults at p > 0.5)"
-    # "(paper)" only for the paper's settings: strided, one pattern per batch
-    assert nets.method_label("rdp_block_s1") == "RDP, block, 1 pattern/batch"
-    assert nets.method_label("rdp_prop") == \
-        "RDP, block, 2 slices (default at p > 0.5), propagated"
-    assert nets.method_label("rdp_prop_s4") == "RDP, block, 4 slices, propagated"
-    assert nets.method_label("rdp_strided_prop_s1") == \
-        "RDP, strided, 1 pattern/batch, propagated"
-    assert nets.method_label("tdp_s16") == "TDP, diagonal, 16 slices"
-    assert nets.method_label("tdp_s1_rowmajor") == "TDP, row-major, 1 pattern/batch (paper)"
-    methods = ["rdp", "rdp_s1", "rdp_s2", "rdp_paper", "rdp_block", "rdp_block_s1",
-               "rdp_prop", "rdp_prop_s2", "rdp_strided_prop", "tdp", "tdp_s4",
-               "tdp_s1_rowmajor"]
-    assert len({nets.method_label(m) for m in methods}) == len(methods)
-    for name in ("rdp_block", "rdp_prop", "rdp_strided_prop", "rdp_paper"):
-        assert name in nets.METHOD_HELP
-
-
 def test_propagated_mlp_wires_every_layer(caffe_pb2):
     text = nets.mlp("rdp", (64, 40, 30), (0.5, 0.7, 0.3), batch=8, inputs=70, propagate=True,
                     approx_fields={"batch_slices": 4, "layout": "BLOCK"})
@@ -155,7 +102,7 @@ def test_method_nets_load_with_their_settings(caffe, method, tmp_path):
     path = tmp_path / "net.prototxt"
     path.write_text(nets.mlp_for_method(method, (64, 40), (0.5, 0.7), batch=8, inputs=70))
     text = path.read_text()
-    settings = nets.method_settings(method)
+    settings = method_settings(method)
     for name, value in settings.fields.items():
         # every approximate layer, the skipping classifier too
         assert text.count(f"{name}: {value}") == (3 if settings.propagate else 2)

@@ -43,7 +43,8 @@ def test_bundle_runner_needs_only_the_standard_library():
 
 @pytest.mark.parametrize("module", ["approx_dropout.patterns.search", "approx_dropout.data.cache",
                                     "approx_dropout.data.fashion_mnist",
-                                    "approx_dropout.data.text", "approx_dropout.prototxt.nets"])
+                                    "approx_dropout.data.text", "approx_dropout.prototxt.nets",
+                                    "approx_dropout.methods"])
 def test_pure_modules_import_without_a_caffe_build(module, tmp_path):
     proc = python(f"import {module}\n"
                   "print(sorted(m for m in ('caffe', 'caffe_pb2', 'caffe.proto.caffe_pb2')\n"
@@ -98,9 +99,136 @@ def test_scripts_do_not_edit_sys_path():
     assert offenders == []
 
 
-def test_package_list_names_every_subpackage():
-    text = (REPO / "python" / "pyproject.toml").read_text()
-    subpackages = sorted(p.parent.relative_to(PACKAGE.parent).as_posix().replace("/", ".")
-                         for p in PACKAGE.rglob("__init__.py"))
-    for name in subpackages:
-        assert f'"{name}"' in text, f"{name} is missing from [tool.setuptools] packages"
+def test_package_finder_finds_every_subpackage_and_no_tests():
+    """pyproject.toml lets setuptools' finder list the packages: it must find
+    every subpackage of approx_dropout, and nothing else (no tests)."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    config = tomllib.loads((REPO / "python" / "pyproject.toml").read_text())
+    packages = config["tool"]["setuptools"]["packages"]
+    assert list(packages) == ["find"], "no hand-written package list"
+    finder = packages["find"]
+    where = [REPO / "python" / folder for folder in finder.get("where", ["."])]
+    assert where == [PACKAGE.parent]
+    found = find_packages(where=str(where[0]), include=finder.get("include", ["*"]),
+                          exclude=finder.get("exclude", ()))
+    # every folder of the package with Python files is a regular package
+    # (a folder without __init__.py would be left out of the distribution)
+    folders = {p.parent for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts}
+    assert not [f for f in folders if not (f / "__init__.py").is_file()]
+    subpackages = sorted(f.relative_to(PACKAGE.parent).as_posix().replace("/", ".")
+                         for f in folders)
+    assert "approx_dropout.bundle" in subpackages and len(subpackages) >= 6
+    assert sorted(found) == subpackages
+    assert (PACKAGE.parent / "tests" / "conftest.py").is_file()
+    assert not [name for name in found if not name.startswith("approx_dropout")]
+
+
+def test_library_modules_are_not_commands():
+    """No `python -m` entry hides in a library module: the package's command
+    is cli (with __main__.py); jobs have scripts (scripts/regenerate.py, …)."""
+    offenders = [p.relative_to(PACKAGE).as_posix() for p in sorted(PACKAGE.rglob("*.py"))
+                 if p.name != "__main__.py" and p != PACKAGE / "cli.py"
+                 and "__name__ == \"__main__\"" in p.read_text()]
+    assert offenders == []
+
+
+# ---- who imports whom -------------------------------------------------------------
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Absolute names of what a module of the package imports, anywhere in it
+    (functions too), relative imports resolved: `from ..prototxt import io`
+    gives approx_dropout.prototxt and approx_dropout.prototxt.io (a name
+    imported from a package may be a submodule)."""
+    import ast
+
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([module] if module else []))
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_the_harness_does_not_import_the_prototxt_package():
+    """The harness (training, timing, results) writes files through
+    approx_dropout.files; the prototxt tools are not its business."""
+    # the reader sees relative imports, or this test could never fail
+    assert "approx_dropout.prototxt.io" in imported_modules(PACKAGE / "cli.py")
+    assert "approx_dropout.files" in imported_modules(PACKAGE / "harness" / "experiments.py")
+    offenders = {}
+    for path in sorted((PACKAGE / "harness").rglob("*.py")):
+        found = sorted(m for m in imported_modules(path)
+                       if m == "approx_dropout.prototxt"
+                       or m.startswith("approx_dropout.prototxt."))
+        if found:
+            offenders[path.relative_to(PACKAGE).as_posix()] = found
+    assert offenders == {}
+
+
+def test_the_prototxt_modules_and_files_import_no_cycle():
+    """rules is imported by shapes (the pattern top) and fill; it must not
+    import them back, nor may any other prototxt module close a loop, even
+    through an import inside a function."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")
+               if "__pycache__" not in p.parts}
+    ours = [m for m in modules if m.startswith("approx_dropout.prototxt")] + \
+        ["approx_dropout.files"]
+    assert "approx_dropout.prototxt.rules" in ours
+
+    def edges(name: str) -> set[str]:
+        # an enclosing package is imported before any of its modules anyway
+        return {m for m in imported_modules(modules[name])
+                if m in ours and m != name and not name.startswith(m + ".")}
+
+    graph = {name: edges(name) for name in ours}
+    assert "approx_dropout.prototxt.rules" in graph["approx_dropout.prototxt.shapes"]
+
+    def cycle_from(start: str) -> list[str]:
+        stack = [(start, [start])]
+        seen = set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    return path + [start]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, path + [nxt]))
+        return []
+
+    cycles = [" -> ".join(c) for c in map(cycle_from, sorted(graph)) if c]
+    assert cycles == []
+
+
+def test_files_needs_only_the_standard_library():
+    proc = python("import approx_dropout.files\n"
+                  "ours = {'approx_dropout', '__main__'}\n"
+                  "third = {m.split('.')[0] for m in sys.modules}\n"
+                  "print(sorted(third - set(sys.stdlib_module_names) - ours))", isolated=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_rules_import_neither_caffe_nor_protobuf(tmp_path):
+    proc = python("import approx_dropout.prototxt.rules\n"
+                  "print(sorted(m for m in sys.modules if m.split('.')[0] in\n"
+                  "             ('caffe', 'caffe_pb2', 'google')))",
+                  env={"APPROX_DROPOUT_BUILD": str(tmp_path / "no-build")})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
+from approx_dropout import files
 from approx_dropout.harness import check as caffe_check
 from approx_dropout.patterns.search import SearchError, bounded_search, paper_search
-from approx_dropout.prototxt import convert, fill
+from approx_dropout.prototxt import convert, fill, rules
 from approx_dropout.prototxt import io as prototxt_io
 from approx_dropout.prototxt import shapes as net_shapes
 from conftest import REPO
@@ -30,12 +31,12 @@ def test_apply_fills_every_layer_and_the_net_trains(caffe, flavour, tmp_path):
     net = prototxt_io.read_net(PROTOTXT / f"mlp_bench_{flavour}.prototxt")
     filled = fill.fill_distributions(net)
     assert [f.name for f in filled] == ["fc1", "fc2"]
-    want = f32(fill.trim(bounded_search(np.float32(0.7).item(), 16).distribution))
+    want = f32(rules.trim(bounded_search(np.float32(0.7).item(), 16).distribution))
     for layer in net.layer:
         if layer.type == "ApproxDropoutInnerProduct":
             assert list(layer.approx_dropout_param.pattern_distribution) == want
     out = tmp_path / "net.prototxt"
-    prototxt_io.write_text_atomic(out, prototxt_io.net_to_text(net, "filled"))
+    files.write_text_atomic(out, prototxt_io.net_to_text(net, "filled"))
     caffe.set_mode_cpu()
     loaded = caffe.Net(str(out), caffe.TRAIN)
     loaded.forward()
@@ -108,7 +109,7 @@ def test_convert_the_stock_mlp(caffe_pb2):
     assert fc1.approx_dropout_param.dropout_ratio == pytest.approx(0.7)
     assert fc1.approx_dropout_param.pattern == caffe_pb2.ApproxDropoutParameter.ROW
     assert fc1.inner_product_param == net.layer[1].inner_product_param
-    want = fill.trim(bounded_search(np.float32(0.7).item(), 16).distribution)
+    want = rules.trim(bounded_search(np.float32(0.7).item(), 16).distribution)
     assert list(fc1.approx_dropout_param.pattern_distribution) == f32(want)
 
 
@@ -212,31 +213,6 @@ def test_convert_leaves_dropout_after_other_layers_alone(caffe_pb2):
                                        "'conv', not an InnerProduct")]
 
 
-# ---- writing ----------------------------------------------------------------
-
-def test_atomic_write_keeps_every_backup(tmp_path):
-    path = tmp_path / "net.prototxt"
-    path.write_text("v1")
-    assert prototxt_io.write_text_atomic(path, "v2", backup=True) == tmp_path / "net.prototxt.bak"
-    assert prototxt_io.write_text_atomic(path, "v3", backup=True) == tmp_path / "net.prototxt.bak1"
-    assert path.read_text() == "v3"
-    assert (tmp_path / "net.prototxt.bak").read_text() == "v1"
-    assert (tmp_path / "net.prototxt.bak1").read_text() == "v2"
-
-
-def test_failed_rename_leaves_the_file_and_no_temporary(tmp_path, monkeypatch):
-    path = tmp_path / "net.prototxt"
-    path.write_text("original")
-
-    def fail(*args):
-        raise OSError(28, "No space left on device")
-    monkeypatch.setattr(prototxt_io.os, "replace", fail)
-    with pytest.raises(prototxt_io.PrototxtError, match="No space left on device"):
-        prototxt_io.write_text_atomic(path, "new")
-    assert path.read_text() == "original"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.prototxt"]
-
-
 # ---- what the tools write loads in Caffe: dp capped at each layer's units -------
 
 def input_layer(*dims: int, top: str = "x") -> str:
@@ -301,7 +277,7 @@ def test_every_net_apply_writes_loads_in_caffe(caffe_pb2, tmp_path):
         if method == "paper":
             assert len(k) == units, name  # the cap is what bounded the search
         out = tmp_path / f"{name}.prototxt"
-        prototxt_io.write_text_atomic(out, prototxt_io.net_to_text(net))
+        files.write_text_atomic(out, prototxt_io.net_to_text(net))
         jobs.append(caffe_check.Job(out.read_text()))
         names.append(name)
     outcomes = caffe_check.check_nets(jobs)

@@ -34,7 +34,7 @@ from typing import Any, Callable
 from approx_dropout import caffe_env
 from approx_dropout.harness import results as bench_results
 from approx_dropout.prototxt import nets
-from approx_dropout.prototxt.io import write_text_atomic
+from approx_dropout.files import write_text_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,18 +11,20 @@ beside it. With input dropout only (row, tile) the input-to-gates products
 and the decoder shrink (by 1 - p) and the recurrent products do not, so the
 bound is (R + D) / (R + (1 - p) D) with R the recurrent and D the reducible
 multiply-add FLOPs; row_rec and tile_rec also drop h_{t-1} on the recurrent
-path at the same rate (recurrent_dropout_ratio), so their bound is
-1 / (1 - p). The input-only bound assumes every product runs at one speed;
-on a CPU the recurrent products (batch-sized, 20 rows) run several times
-slower per FLOP than the 700-row input product. So the script also times
-the stock input-to-gates product alone (an InnerProduct of the LSTM's
-x_transform shape) and reports a time bound: stock / (stock - p x the
-stock time of the reducible layers: input transforms, decoder, Dropout). A
-second table splits the time by layer at the last rate, to show where the
-rest goes. Writes JSON and a plot.
+path at the same rate (recurrent_dropout_ratio, a pattern per time step),
+so their bound is 1 / (1 - p). The input-only bound assumes every product
+runs at one speed; on a CPU the recurrent products (batch-sized, 20 rows)
+run several times slower per FLOP than the 700-row input product. So the
+script also times the stock input-to-gates product alone (an InnerProduct
+of the LSTM's x_transform shape) and reports a time bound: stock / (stock -
+p x the stock time of the reducible layers: input transforms, decoder,
+Dropout). A second table splits the time by layer at the last rate, to show
+where the rest goes. Writes JSON and a plot.
 
     scripts/bench/bench_lstm.py [--rates 0.3 0.5 0.7] [--hidden 1500] [--repeats 5]
                           [--methods stock row tile row_rec tile_rec]
+
+The methods are approx_dropout.methods' LSTM methods (LM_METHODS).
 """
 from __future__ import annotations
 
@@ -36,16 +38,25 @@ from pathlib import Path
 from approx_dropout import caffe_env
 from approx_dropout.harness import caffe_time
 from approx_dropout.harness import results as bench_results
+from approx_dropout.methods import (LM_METHOD_HELP, LM_METHODS, lm_method_label,
+                                    lm_method_settings)
 from approx_dropout.prototxt import nets
-from approx_dropout.prototxt.io import write_text_atomic
+from approx_dropout.files import write_text_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 
-# method -> (nets.lm flavour, recurrent dropout at the input rate?)
-METHODS = {"stock": ("stock", False), "row": ("row", False), "tile": ("tile", False),
-           "row_rec": ("row", True), "tile_rec": ("tile", True)}
-LABELS = {"stock": "stock", "row": "ROW", "tile": "TILE", "row_rec": "ROW+rec",
-          "tile_rec": "TILE+rec"}
+# the methods timed unless --methods says otherwise
+DEFAULT_METHODS = ["stock", "row", "tile", "row_rec", "tile_rec"]
+
+
+def label(method: str) -> str:
+    """A method's head in the tables and the plot (its short label)."""
+    return lm_method_label(method, short=True)
+
+
+def method_net(method: str, rate: float, shape: dict[str, int]) -> str:
+    """The LM of a method at dropout rate `rate`; shape: nets.lm's sizes."""
+    return nets.lm_for_method(method, rate, **shape)
 
 
 def flops(hidden: int, layers: int, batch: int, steps: int, vocab: int) -> tuple[float, float]:
@@ -100,8 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=3,
                         help="iterations per `caffe time` run")
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS),
-                        default=list(METHODS), help="default: all (stock is always timed)")
+    parser.add_argument("--methods", nargs="+", choices=list(LM_METHODS),
+                        default=DEFAULT_METHODS,
+                        help=f"default: {' '.join(DEFAULT_METHODS)} (stock is always timed); "
+                             + LM_METHOD_HELP)
     parser.add_argument("--gpu", type=int, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench")
     parser.add_argument("--summarise", type=Path, metavar="JSON",
@@ -124,17 +137,15 @@ def main(argv: list[str] | None = None) -> int:
           f"vocabulary {args.vocab}: {recurrent / 1e9:.1f} GFLOP recurrent + "
           f"{reducible / 1e9:.1f} GFLOP reducible per forward pass")
     print(f"{'p':>4} {'stock ms':>9} " + " ".join(
-        f"{LABELS[m] + ' ms':>12} {'ratio':>6}" for m in approx) +
+        f"{label(m) + ' ms':>12} {'ratio':>6}" for m in approx) +
         f" {'bound':>6} {'bound+rec':>9} {'time bound':>10}", flush=True)
     rows = []
     for rate in args.rates:
         with tempfile.TemporaryDirectory() as tmp:
             models = {}
             for method in methods:
-                flavour, with_recurrent = METHODS[method]
                 models[method] = Path(tmp) / f"lm_{method}.prototxt"
-                models[method].write_text(nets.lm(flavour, rate=rate, **shape,
-                                                  recurrent=rate if with_recurrent else 0.0))
+                models[method].write_text(method_net(method, rate, shape))
             try:
                 timings = caffe_time.run_rotating(models, args.repeats, args.iterations,
                                                   args.gpu)
@@ -167,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     last = rows[-1]["layers_ms"]
     print(f"\nwhere the time goes at p = {rows[-1]['rate']:g} (median ms per iteration, "
           f"forward + backward; stock's Dropout layers listed on their own):")
-    print(f"{'layer':>10} " + " ".join(f"{LABELS[m]:>9}" for m in methods))
+    print(f"{'layer':>10} " + " ".join(f"{label(m):>9}" for m in methods))
     for name in last["stock"]:
         cells = [last[m].get(name) for m in methods]
         print(f"{name[:10]:>10} " + " ".join(f"{c:>9.1f}" if c is not None else f"{'—':>9}"
@@ -201,7 +212,7 @@ def markdown(result: dict) -> str:
              f"recurrent and D = {result['gflop_reducible']:.1f} GFLOP reducible per forward "
              f"pass; with recurrent dropout 1/(1-p); time bound: input dropout only, with "
              f"the measured stock time of the reducible work.", "",
-             "| p | stock ms | " + " | ".join(LABELS[m] for m in approx)
+             "| p | stock ms | " + " | ".join(label(m) for m in approx)
              + " | FLOP bound | FLOP bound +rec | time bound |",
              "|---|---|" + "---|" * (len(approx) + 3)]
     for row in rows:
@@ -214,7 +225,7 @@ def markdown(result: dict) -> str:
     methods = list(last)
     lines += ["", f"Where the time goes at p = {rows[-1]['rate']:g} (median ms per iteration, "
               f"forward + backward):", "",
-              "| layer | " + " | ".join(LABELS[m] for m in methods) + " |",
+              "| layer | " + " | ".join(label(m) for m in methods) + " |",
               "|---|" + "---|" * len(methods)]
     for name in last["stock"]:
         cells = [last[m].get(name) for m in methods]
@@ -233,9 +244,9 @@ def plot(rows: list[dict], path: Path) -> None:
     width = 0.8 / len(approx)
     for j, method in enumerate(approx):
         ax.bar([i - 0.4 + width * (j + 0.5) for i in x], [r["ratio"][method] for r in rows],
-               width, label=LABELS[method])
+               width, label=label(method))
     ax.plot(x, [r["bound"] for r in rows], "k_", ms=30, mew=2, label="FLOP bound (input)")
-    if any(m.endswith("_rec") for m in approx):
+    if any(lm_method_settings(m).recurrent for m in approx):
         ax.plot(x, [1 / (1 - r["rate"]) for r in rows], "_", color="C3", ms=30, mew=2,
                 label="FLOP bound (+rec)")
     ax.plot(x, [r["time_bound"] for r in rows], "_", color="gray", ms=30, mew=2,

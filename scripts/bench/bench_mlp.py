@@ -25,8 +25,9 @@ from pathlib import Path
 from approx_dropout import caffe_env
 from approx_dropout.harness import caffe_time
 from approx_dropout.harness import results as bench_results
+from approx_dropout.methods import METHOD_HELP, method_label, method_settings
 from approx_dropout.prototxt import nets
-from approx_dropout.prototxt.io import write_text_atomic
+from approx_dropout.files import write_text_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", metavar="METHOD",
                         default=["rdp", "rdp_s1", "rdp_block", "rdp_prop", "tdp",
                                  "tdp_s1_rowmajor"],
-                        help="approximate methods timed against stock: " + nets.METHOD_HELP)
+                        help="approximate methods timed against stock: " + METHOD_HELP)
     parser.add_argument("--gpu", type=int, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench")
     parser.add_argument("--summarise", type=Path, metavar="JSON",
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rate must be in [0, 1); --repeats and --iterations >= 1")
     for method in args.methods:
         try:
-            if nets.method_settings(method)[0] == "stock":
+            if method_settings(method)[0] == "stock":
                 raise ValueError("stock is always timed; name approximate methods only")
         except ValueError as err:
             parser.error(str(err))
@@ -107,7 +108,7 @@ def markdown(result: dict) -> str:
              f"`caffe time`, TRAIN phase, {result['iterations']} iterations per run, "
              f"medians of {result['repeats']} rotating repeats; ratio = stock ms / method ms.",
              "",
-             "| MLP | p | stock ms | " + " | ".join(nets.method_label(m) for m in methods) + " |",
+             "| MLP | p | stock ms | " + " | ".join(method_label(m) for m in methods) + " |",
              "|---|---|---|" + "---|" * len(methods)]
     for row in result["rows"]:
         h, med = row["hidden"], row["median_ms"]
@@ -126,7 +127,7 @@ def plot(rows: list[dict], methods: list[str], path: Path) -> None:
     width = 0.8 / len(methods)
     for j, method in enumerate(methods):
         ax.bar([i - 0.4 + (j + 0.5) * width for i in range(len(rows))],
-               [r["ratio"][method] for r in rows], width, label=nets.method_label(method))
+               [r["ratio"][method] for r in rows], width, label=method_label(method))
     ax.axhline(1, color="k", lw=0.8)
     ax.set_xticks(list(range(len(rows))), labels)
     ax.set_ylabel("speedup per iteration over stock Dropout")

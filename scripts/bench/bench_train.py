@@ -49,9 +49,11 @@ from google.protobuf import text_format
 from approx_dropout import caffe_env
 from approx_dropout.harness import caffe_time
 from approx_dropout.harness import results as bench_results
+from approx_dropout.methods import method_label
 from approx_dropout.prototxt import nets
 from approx_dropout.prototxt.convert import convert_net
-from approx_dropout.prototxt.io import net_to_text, read_net, write_text_atomic
+from approx_dropout.files import write_text_atomic
+from approx_dropout.prototxt.io import net_to_text, read_net
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -152,8 +154,8 @@ def mlp_config(hidden: int, rate: float) -> Config:
         text[name] = net_to_text(random_labels(net, 10), "bench_train: " + method)
     return Config(f"mlp 784-{hidden}-{hidden}-10 p={rate:g}", text, 10, 50,
                   {"net": f"784-{hidden}-{hidden}-10", "batch": 128, "rate": rate,
-                   "approx": nets.method_label(approx) + " (the layer's default slices)",
-                   "unwired": nets.method_label(unwired)})
+                   "approx": method_label(approx) + " (the layer's default slices)",
+                   "unwired": method_label(unwired)})
 
 
 def caffenet_head(batch: int) -> Config:
@@ -189,7 +191,7 @@ def caffenet_head(batch: int) -> Config:
 
 
 def lm_config() -> Config:
-    text = {"stock": nets.lm("stock", rate=0.5), "approx": nets.lm("row", rate=0.5)}
+    text = {"stock": nets.lm_for_method("stock", 0.5), "approx": nets.lm_for_method("row", 0.5)}
     return Config("lm 2x1500 p=0.5", text, 1, 5,
                   {"net": "LM 2 x 1500", "batch": "20 x 35", "rate": 0.5,
                    "approx": "ROW input dropout (ApproxDropoutLSTM, decoder side INPUT)"})

@@ -10,7 +10,8 @@ tenth of the budget) and wall time per iteration. The speed half, on the
 
 Training follows Zaremba et al.'s small model: plain SGD (no momentum),
 lr 1, gradient norm clipped at 5, weights uniform in [-0.1, 0.1]; the budget
-is far shorter than their 13 epochs. Resumable like exp_mlp.py.
+is far shorter than their 13 epochs. Resumable like exp_mlp.py. The methods
+(--methods) are the LSTM methods of approx_dropout.methods.
 
     scripts/experiments/exp_lstm.py [--quick] [--iterations N] [--rates 0.3 0.5 0.7]
 """
@@ -25,18 +26,28 @@ from approx_dropout import caffe_env
 from approx_dropout.data import text as data_text
 from approx_dropout.data.cache import DataError
 from approx_dropout.harness import experiments, train
-from approx_dropout.prototxt import io as prototxt_io
+from approx_dropout.methods import LM_METHOD_HELP, LM_METHODS, lm_method_label, lm_method_settings
+from approx_dropout.files import write_text_atomic
 from approx_dropout.prototxt import nets
 
 REPO = Path(__file__).resolve().parents[2]
 
 STEPS, STREAMS, VOCAB = 35, 20, 10000
-LABELS = {"stock": "stock Dropout", "row": "ROW (input)", "tile": "TILE (input)",
-          "row_rec": "ROW input + recurrent (per step)",
-          "row_rec_seq": "ROW input + recurrent (per sequence)"}
-# method -> (nets.lm flavour, recurrent_pattern or None without recurrent dropout)
-SETTINGS = {"stock": ("stock", None), "row": ("row", None), "tile": ("tile", None),
-            "row_rec": ("row", "PER_STEP"), "row_rec_seq": ("row", "PER_SEQUENCE")}
+
+
+def train_net(method: str, rate: float, hidden: int, sources: tuple[str, str]) -> str:
+    """The LM a run trains: the method (approx_dropout.methods) at dropout rate
+    `rate`; sources = (train list, validation list)."""
+    return nets.lm_for_method(method, rate, hidden=hidden, batch=STREAMS, steps=STEPS,
+                              vocab=VOCAB, init=0.1, sources=sources)
+
+
+def final_test_net(method: str, rate: float, hidden: int, sources: tuple[str, str]) -> str:
+    """The LM that reads the test split once, with the final weights (TEST
+    phase: no dropout, so the method's flavour without recurrent dropout);
+    sources = (train list, test list)."""
+    return nets.lm(lm_method_settings(method).flavour, hidden=hidden, rate=rate,
+                   batch=STREAMS, steps=STEPS, vocab=VOCAB, init=0.1, sources=sources)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,10 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="300 iterations per run")
     parser.add_argument("--iterations", type=int, help="default 3880 (2 epochs)")
     parser.add_argument("--rates", type=float, nargs="+", default=[0.3, 0.5, 0.7])
-    parser.add_argument("--methods", nargs="+", choices=list(LABELS),
+    parser.add_argument("--methods", nargs="+", choices=list(LM_METHODS),
                         default=["stock", "row", "tile"],
-                        help="default: stock row tile (row_rec, row_rec_seq add recurrent "
-                             "dropout at the same rate)")
+                        help="default: stock row tile; " + LM_METHOD_HELP)
     parser.add_argument("--hidden", type=int, default=200)
     parser.add_argument("--evaluations", type=int, default=10,
                         help="validation passes per run, evenly spaced (default 10)")
@@ -79,18 +89,13 @@ def main(argv: list[str] | None = None) -> int:
             for rate in args.rates for method in args.methods]
 
     def train_one(run: experiments.Run, progress) -> dict:
-        flavour, recurrent_pattern = SETTINGS[run.method]
-        text = nets.lm(flavour, hidden=args.hidden, rate=run.rate, batch=STREAMS,
-                       steps=STEPS, vocab=VOCAB, init=0.1,
-                       sources=(str(lists["train"]), str(lists["valid"])),
-                       recurrent=run.rate if recurrent_pattern else 0.0,
-                       recurrent_pattern=recurrent_pattern)
+        text = train_net(run.method, run.rate, args.hidden,
+                         (str(lists["train"]), str(lists["valid"])))
         settings = train.SolverSettings(base_lr=1.0, momentum=0.0, clip_gradients=5,
                                         seed=run.seed)
         # The test split, once, with the final weights (TEST phase: no dropout).
-        test_text = nets.lm(flavour, hidden=args.hidden, rate=run.rate, batch=STREAMS,
-                            steps=STEPS, vocab=VOCAB, init=0.1,
-                            sources=(str(lists["train"]), str(lists["test"])))
+        test_text = final_test_net(run.method, run.rate, args.hidden,
+                                   (str(lists["train"]), str(lists["test"])))
         test_batches = stats["splits"]["test"]["batches"]
         result = train.train(text, run.iterations, max(1, run.iterations // args.evaluations),
                              valid_batches, settings, args.gpu, progress,
@@ -109,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for rate in args.rates:
         recs = {m: done.get(experiments.Run("lstm", model, m, rate, args.seed, iterations).key)
-                for m in LABELS}
+                for m in LM_METHODS}
         stock = recs["stock"]
         for method, rec in recs.items():
             if rec is None or stock is None:  # not run (yet)
@@ -122,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                 "final_perplexity", "best_perplexity", "seconds_per_iteration")},
                 "test_perplexity": res.get("test_perplexity"),
                 "relative_to_stock": rel, "speedup": speed})
-            lines.append(f"| {rate:g} | {LABELS[method]} | {res['final_perplexity']:.1f} | "
+            lines.append(f"| {rate:g} | {lm_method_label(method)} | "
+                         f"{res['final_perplexity']:.1f} | "
                          f"{'—' if method == 'stock' else f'{100 * rel:+.1f} %'} | "
                          f"{res['best_perplexity']:.1f} | "
                          f"{res.get('test_perplexity', float('nan')):.1f} | "
@@ -131,13 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     command = experiments.producing_commands(summarised) or command
     print(table)
     stem = args.out / f"lstm_lm-i{iterations}"  # one set of files per budget
-    prototxt_io.write_text_atomic(
+    write_text_atomic(
         stem.with_suffix(".md"),
         f"Command: `{command}`\n\nMachine: {machine}\n\n{model}, {iterations} iterations "
         f"per run (batch {STREAMS} x {STEPS} steps), seed {args.seed}; corpus: "
         f"{stats['splits']['train']['tokens']} train / {stats['splits']['valid']['tokens']} "
         f"valid tokens.\n\n{table}")
-    prototxt_io.write_text_atomic(stem.with_suffix(".json"), json.dumps(
+    write_text_atomic(stem.with_suffix(".json"), json.dumps(
         {"command": command, "machine": machine, "iterations": iterations, "rows": rows},
         indent=1))
     plot(done, model, args.rates, iterations, args.seed, stem.with_suffix(".png"))
@@ -152,12 +158,12 @@ def plot(done: dict, model: str, rates: list[float], iterations: int, seed: int,
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(rates), figsize=(4 * len(rates), 3.5), squeeze=False)
     for ax, rate in zip(axes[0], rates):
-        for method, label in LABELS.items():
+        for method in LM_METHODS:
             rec = done.get(experiments.Run("lstm", model, method, rate, seed, iterations).key)
             if rec:
                 ev = rec["result"]["evaluations"]
                 ax.plot([e["iteration"] for e in ev], [e["perplexity"] for e in ev],
-                        marker="o", label=label)
+                        marker="o", label=lm_method_label(method))
         ax.set_yscale("log")
         ax.set_title(f"p = {rate:g}")
         ax.set_xlabel("iteration")

@@ -43,7 +43,8 @@ from approx_dropout import caffe_env
 from approx_dropout.data import fashion_mnist as data_fashion_mnist
 from approx_dropout.data.cache import DataError
 from approx_dropout.harness import experiments, train
-from approx_dropout.prototxt import io as prototxt_io
+from approx_dropout.methods import METHOD_HELP, RDP_LAYOUTS, method_label, method_settings
+from approx_dropout.files import write_text_atomic
 from approx_dropout.prototxt import nets
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,11 +80,11 @@ SETUPS = {
 def method_order(method: str) -> tuple[int, int, int, int, str]:
     """Table order: flavour, the paper's distribution, layout (strided, the
     paper's, first), propagation, then the other fields."""
-    settings = nets.method_settings(method)
+    settings = method_settings(method)
     fields = dict(settings.fields)
     layout = fields.pop("layout", "STRIDED")
     return (["stock", "rdp", "tdp"].index(settings.flavour), int(settings.paper_distribution),
-            nets.RDP_LAYOUTS.index(str(layout)), int(settings.propagate),
+            RDP_LAYOUTS.index(str(layout)), int(settings.propagate),
             str(sorted(fields.items())))
 
 
@@ -131,7 +132,7 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         delta = "—" if r["method"] == "stock" or r["delta_pp"] is None else f"{r['delta_pp']:+.2f} pp"
         speed = "—" if r["speedup"] is None else f"{r['speedup']:.2f}×"
-        lines.append(f"| {r['model']} | {r['rate']:g} | {nets.method_label(r['method'])} | "
+        lines.append(f"| {r['model']} | {r['rate']:g} | {method_label(r['method'])} | "
                      f"{r['seeds']} | "
                      f"{100 * r['final_accuracy']:.2f} % ± {100 * r['final_accuracy_std']:.2f} | "
                      f"{delta} | {100 * r['best_accuracy']:.2f} % | "
@@ -156,7 +157,7 @@ def curves_markdown(records: list[dict]) -> str:
             acc = [e["accuracy"] for rec in recs for e in rec["result"]["evaluations"]
                    if e["iteration"] == it]
             cells.append(f"{100 * statistics.mean(acc):.1f}" if len(acc) == len(recs) else "—")
-        lines.append(f"| {model} | {rate:g} | {nets.method_label(method)} | {len(recs)} | "
+        lines.append(f"| {model} | {rate:g} | {method_label(method)} | {len(recs)} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -170,7 +171,7 @@ def plot(rows: list[dict], records: list[dict], path: Path, experiment: str) -> 
         for rec in records:
             ev = rec["result"]["evaluations"]
             spi = rec["result"]["seconds_per_iteration"]
-            name = f"{nets.method_label(rec['run']['method'])} ({1e3 * spi:.1f} ms/iter)"
+            name = f"{method_label(rec['run']['method'])} ({1e3 * spi:.1f} ms/iter)"
             ax1.plot([e["iteration"] * spi for e in ev], [100 * e["accuracy"] for e in ev],
                      marker="o", label=name)
             ax2.plot([e["iteration"] for e in ev], [e["loss"] for e in ev], marker="o",
@@ -193,10 +194,10 @@ def plot(rows: list[dict], records: list[dict], path: Path, experiment: str) -> 
             pos = [xs.index(x) for x in pts]
             if method != "stock":
                 ax1.plot(pos, [sel[x]["speedup"] for x in pts], marker="o",
-                         color=color(method, methods), label=nets.method_label(method))
+                         color=color(method, methods), label=method_label(method))
             ax2.errorbar(pos, [100 * sel[x]["final_accuracy"] for x in pts],
                          yerr=[100 * sel[x]["final_accuracy_std"] for x in pts], marker="o",
-                         capsize=3, color=color(method, methods), label=nets.method_label(method))
+                         capsize=3, color=color(method, methods), label=method_label(method))
         for ax in (ax1, ax2):
             # models as their hidden sizes ("784-1024-64-10" -> "1024×64"), to fit
             ax.set_xticks(range(len(xs)), [f"{x:g}" if xkey == "rate"
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="only these of the setup's models, e.g. 784-4096-4096-10")
     parser.add_argument("--methods", nargs="+", metavar="METHOD",
                         help="these methods instead of the setup's (any of them, e.g. a "
-                             "new layout on the rates experiment): " + nets.METHOD_HELP)
+                             "new layout on the rates experiment): " + METHOD_HELP)
     parser.add_argument("--iterations", type=int, help="training iterations per run")
     parser.add_argument("--test-every", type=int, help="default: iterations / 10")
     parser.add_argument("--test-iter", type=int, default=100,
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = list(dict.fromkeys(args.methods or setup["methods"]))
     for method in methods:
         try:
-            nets.method_settings(method)
+            method_settings(method)
         except ValueError as err:
             parser.error(str(err))
     out = args.out or (REPO / "build" / "demo" if args.experiment == "demo"
@@ -294,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     # one set of summary files per budget, so quick and full runs sit side by side
     stem = f"mlp_{args.experiment}-i{iterations}"
-    write = prototxt_io.write_text_atomic
+    write = write_text_atomic
     write(out / f"{stem}.md", f"Command: `{command}`\n\nMachine: {machine}\n\n"
           f"{iterations} iterations per run (batch 128), seeds {seeds}.\n\n{table}")
     write(out / f"{stem}-curves.md", f"Test accuracy (%) after each evaluation (iteration), "

@@ -11,12 +11,16 @@ unpacked bundle as a build folder, and adds:
   nor a host library.
 - python/approx_dropout/: this package (the runner, approx_dropout.bundle.run,
   is part of it).
+- run_bundle.py: the bundle's entry (RUNNER_SCRIPT), standard library only:
+  `python3 run_bundle.py --out OUT [--cpu]` runs bundle.run on its own folder.
 - nets/: the benchmark nets (paper Table I MLPs, the 2 x 1500 LSTM LM),
-  stock and approximate flavours, DummyData-fed.
+  stock and approximate methods (MLP_METHODS, LM_METHODS: named in
+  approx_dropout.methods), DummyData-fed.
 - MANIFEST.json: build facts, the host libraries expected, and the sha256 and
   size of every file; the archive's own sha256 goes to ARCHIVE.sha256.
 
-    python -m approx_dropout.bundle.pack --build build/cuda --out build/gpu_bundle
+scripts/pack_gpu_bundle.sh builds build/cuda and calls main (pack's command
+line: --build build/cuda --out build/gpu_bundle).
 """
 from __future__ import annotations
 
@@ -50,7 +54,31 @@ MLP_RATE = 0.7
 # strided layout and the paper's settings (one pattern per batch, row-major tiles)
 MLP_METHODS = ("stock", "rdp_block", "rdp_prop", "rdp", "rdp_s1", "tdp", "tdp_s1_rowmajor")
 LM_RATES = (0.3, 0.5, 0.7)                                         # paper Table II
+# LSTM LM methods (approx_dropout.methods): input dropout, and ROW with
+# recurrent dropout (per step) at the same rate
+LM_METHODS = ("stock", "row", "tile", "row_rec")
 DEFAULT_MAX_MIB = 60.0
+# The bundle's entry point, at its top: the bundle's own copy of this package,
+# whatever else the host's Python has, runs on the bundle's own folder.
+RUNNER_NAME = "run_bundle.py"
+RUNNER_SCRIPT = '''#!/usr/bin/env python3
+"""Run this unpacked GPU bundle: its gtests, then stock vs approx `caffe time`.
+
+    python3 run_bundle.py --out OUT [--cpu] [--only GLOB ...] [--help]
+
+Standard library only; approx_dropout.bundle.run (in python/ beside this
+file) does the work, on this file's folder. Written by approx_dropout.bundle.pack.
+"""
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "python"))
+
+from approx_dropout.bundle.run import main  # noqa: E402
+
+sys.exit(main(["--bundle", str(HERE), *sys.argv[1:]]))
+'''
 
 
 class BundleError(RuntimeError):
@@ -90,10 +118,8 @@ def benchmark_nets() -> dict[str, str]:
             out[f"{group}__{method}.prototxt"] = nets.mlp_for_method(
                 method, hidden, (MLP_RATE,) * 2)
     for rate in LM_RATES:
-        for flavour in nets.LM_FLAVOURS:
-            out[f"lm_2x1500_p{rate:g}__{flavour}.prototxt"] = nets.lm(flavour, rate=rate)
-        out[f"lm_2x1500_p{rate:g}__row_rec.prototxt"] = nets.lm("row", rate=rate,
-                                                                 recurrent=rate)
+        for method in LM_METHODS:
+            out[f"lm_2x1500_p{rate:g}__{method}.prototxt"] = nets.lm_for_method(method, rate)
     return out
 
 
@@ -125,6 +151,8 @@ def stage(build: Path, root: Path) -> dict[str, object]:
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copytree(PACKAGE_DIR, root / "python" / "approx_dropout",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (root / RUNNER_NAME).write_text(RUNNER_SCRIPT)
+    os.chmod(root / RUNNER_NAME, 0o755)
     libraries: dict[str, str] = {}
     for rel in ELF_FILES:
         for name, path in ldd(build / rel).items():
@@ -197,7 +225,7 @@ def pack(build: Path, out: Path, name: str, max_mib: float = DEFAULT_MAX_MIB,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m approx_dropout.bundle.pack",
+    parser = argparse.ArgumentParser(prog="bundle.pack",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--build", type=Path, required=True,
                         help="a Caffe build folder of this project (build/cuda)")
@@ -217,7 +245,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bundle.pack: wrote {archive} ({size / 2**20:.1f} MiB, {size} bytes), "
           f"sha256 in {archive.name}.sha256")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

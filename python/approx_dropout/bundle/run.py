@@ -10,7 +10,11 @@ rotating the order, and reports the median time per iteration and the ratio
 stock / approx. Writes OUT/results.json, OUT/results.md, OUT/gtest.xml and
 OUT/run.log. Benchmarks stop, and say so, once --budget seconds have passed.
 
-    python3 -m approx_dropout.bundle.run --bundle DIR --out OUT [--cpu]
+The bundle's own entry, run_bundle.py at its top (written by bundle.pack),
+puts the bundle's python/ on sys.path and calls main with its own folder as
+--bundle; scripts/run_gpu_bundle.sh unpacks an archive and runs it:
+
+    python3 BUNDLE/run_bundle.py --out OUT [--cpu]
 """
 from __future__ import annotations
 
@@ -24,7 +28,6 @@ import platform
 import re
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import TextIO
@@ -220,9 +223,10 @@ def markdown(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m approx_dropout.bundle.run",
+    parser = argparse.ArgumentParser(prog="run_bundle.py",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bundle", type=Path, required=True, help="the unpacked bundle folder")
+    parser.add_argument("--bundle", type=Path, required=True,
+                        help="the unpacked bundle folder (run_bundle.py passes its own)")
     parser.add_argument("--out", type=Path, required=True, help="folder for results and logs")
     parser.add_argument("--cpu", action="store_true",
                         help="CPU mode: CPUDevice gtests and `caffe time` without -gpu")
@@ -270,7 +274,3 @@ def main(argv: list[str] | None = None) -> int:
     log(f"bundle.run: wrote {args.out / 'results.json'}; "
         f"{'FAILED' if failed else 'all passed'}")
     return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

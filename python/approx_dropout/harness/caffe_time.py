@@ -2,16 +2,15 @@
 
 `caffe time` logs through glog; this module runs the tool with logging sent to
 stderr, parses the "Average time per layer" block and the pass totals, and
-prints them as a table. Speed comparisons in this project are ratios of such
-runs, made in the same script, so that machine load affects both sides.
+formats them as a table (scripts/bench/time_net.py prints it for one net).
+Speed comparisons in this project are ratios of such runs, made in the same
+script, so that machine load affects both sides.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,29 +109,3 @@ def run_rotating(models: dict[str, Path], repeats: int, iterations: int,
         for name in names[shift:] + names[:shift]:
             timings[name].append(run(models[name], iterations, gpu=gpu, build=build))
     return timings
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m approx_dropout.harness.caffe_time",
-        description="Run `caffe time` on a prototxt and print its per-layer table.")
-    parser.add_argument("model", type=Path, help="net prototxt")
-    parser.add_argument("--iterations", type=int, default=10)
-    parser.add_argument("--phase", choices=["TRAIN", "TEST"], default="TRAIN")
-    parser.add_argument("--gpu", type=int, default=None, help="GPU id (default: CPU)")
-    args = parser.parse_args(argv)
-    if args.iterations < 1:
-        parser.error("--iterations must be at least 1")
-    try:
-        timing = run(args.model, args.iterations, args.phase, args.gpu)
-    except (CaffeTimeError, caffe_env.CaffeNotBuiltError) as err:
-        print(f"caffe_time: error: {err}", file=sys.stderr)
-        return 1
-    print(f"caffe time: {args.model}, {args.iterations} iterations, {args.phase}, "
-          f"{'GPU %d' % args.gpu if args.gpu is not None else 'CPU'}")
-    print(timing.table())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,8 +10,8 @@ data and diff and every parameter's data and diff are finite, and exits; the
 driver records the exit status and what the child printed to stderr.
 ``Job(..., setup_only=True)`` only constructs the net (approx_dropout.check).
 
-    check_nets([Job(prototxt_text)])                  # from Python: runs the driver
-    python -m approx_dropout.harness.check < jobs.json  # the driver (JSON in, JSON out)
+    check_nets([Job(prototxt_text)])   # from Python: starts the driver, driver_main,
+                                       # in a fresh interpreter (JSON in, JSON out)
 
 The driver runs OpenBLAS single-threaded (its worker threads would not
 survive a fork) and with glog at WARNING, so children print errors only.
@@ -197,7 +197,8 @@ def run_jobs(jobs: Sequence[Job], timeout: float = 30.0, workers: int = 2) -> li
     return [o for o in outcomes if o is not None]
 
 
-def _driver_main() -> int:
+def driver_main() -> int:
+    """The driver: jobs as JSON on stdin, outcomes as JSON on stdout (see check_nets)."""
     request = json.load(sys.stdin)
     jobs = [Job(**job) for job in request["jobs"]]
     outcomes = run_jobs(jobs, request.get("timeout", 30.0), request.get("workers", 2))
@@ -206,6 +207,13 @@ def _driver_main() -> int:
 
 
 # ---- the caller's side -----------------------------------------------------------
+
+# How check_nets starts the driver: a fresh interpreter that imports this
+# module (driver_env puts the package on its PYTHONPATH) and runs driver_main.
+DRIVER_COMMAND = [sys.executable, "-c",
+                  "from approx_dropout.harness.check import driver_main; "
+                  "raise SystemExit(driver_main())"]
+
 
 def driver_env() -> dict[str, str]:
     env = dict(os.environ)
@@ -223,14 +231,9 @@ def check_nets(jobs: Sequence[Job], timeout: float = 30.0, workers: int = 2,
                total_timeout: float = 600.0) -> list[Outcome]:
     """Run jobs in a fresh driver process (pycaffe imported once there)."""
     request = {"jobs": [asdict(j) for j in jobs], "timeout": timeout, "workers": workers}
-    proc = subprocess.run([sys.executable, "-m", "approx_dropout.harness.check"],
-                          input=json.dumps(request), capture_output=True, text=True,
-                          env=driver_env(), timeout=total_timeout)
+    proc = subprocess.run(DRIVER_COMMAND, input=json.dumps(request), capture_output=True,
+                          text=True, env=driver_env(), timeout=total_timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"harness.check driver failed (exit {proc.returncode}): "
                            f"{proc.stderr.strip()[-3000:]}")
     return [Outcome(**o) for o in json.loads(proc.stdout)]
-
-
-if __name__ == "__main__":
-    sys.exit(_driver_main())

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..prototxt.io import write_text_atomic
+from ..files import write_text_atomic
 from .results import command_line, describe_machine
 
 

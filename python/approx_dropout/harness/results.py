@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..files import write_text_atomic
+
 
 def command_line(script: str | os.PathLike[str], args: Sequence[str]) -> str:
     """The command as run from the checkout's root: the script's path from its
@@ -51,8 +53,6 @@ def write_summary(json_path: Path, markdown: Callable[[dict[str, Any]], str],
     """A benchmark's --summarise: the markdown of an earlier JSON result,
     written beside it and printed; the exit status (1 on an unreadable or
     malformed file, with one line on stderr)."""
-    from ..prototxt.io import write_text_atomic
-
     try:
         text = markdown(json.loads(json_path.read_text()))
     except (OSError, ValueError, KeyError) as err:

@@ -50,9 +50,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from . import shapes as net_shapes
-from .fill import (INPUT, ROW, DistributionCache, FilledLayer, ShapeOracle, Units,
-                   fill_layer)
+from .fill import DistributionCache, FilledLayer, ShapeOracle, fill_layer
 from .io import PrototxtError, caffe_pb2
+from .rules import INPUT, ROW, Units
 
 PATTERNS = ("ROW", "TILE")
 PROPAGATE_MODES = ("off", "converted", "all")

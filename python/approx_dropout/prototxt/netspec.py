@@ -31,7 +31,8 @@ import numpy as np
 from .. import caffe_env
 from ..patterns.search import check_distribution, search
 from . import shapes as net_shapes
-from .fill import DEFAULT_MAX_DP, Units, layer_units, trim
+from .fill import DEFAULT_MAX_DP
+from .rules import Units, layer_units, trim
 
 
 def approx_dropout_param(dropout_ratio: float = 0.5, pattern: str = "ROW",

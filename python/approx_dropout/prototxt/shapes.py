@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+# the pattern top's shape; rules imports no other prototxt module, so no cycle
+from .rules import PATTERN_COLUMNS, pattern_slices
+
 Shape = tuple[int, ...]
 TRAIN, TEST = 0, 1  # caffe.proto Phase
 UNKNOWN = -1        # a dimension the prototxt does not give
@@ -76,31 +79,6 @@ def _inner_product(layer, b: Shape) -> list[Optional[Shape]]:
     ip = layer.inner_product_param
     axis = canonical_axis(ip.axis, len(b))
     return [b[:axis] + (ip.num_output,)] + [None] * (len(layer.top) - 1)
-
-
-PATTERN_COLUMNS = 4  # a pattern top's row: (dp, b, layout code, units)
-
-
-def default_batch_slices(param) -> int:
-    """The C++ DefaultBatchSlices: 1 for TILE and for ROW dropping outputs at
-    dropout_ratio <= 0.5 (float32, as the layer reads it), else 2."""
-    import numpy as np  # the float32 comparison the layer makes
-
-    if param.pattern == 1:  # TILE
-        return 1
-    if param.side == 0 and np.float32(param.dropout_ratio) <= np.float32(0.5):  # OUTPUT
-        return 1
-    return 2
-
-
-def pattern_slices(layer) -> int:
-    """Rows S of an ApproxDropoutInnerProduct's pattern top: its batch slices
-    (unset: the layer's default, also under a pattern bottom, whose S need not
-    match its own)."""
-    param = layer.approx_dropout_param
-    if param.HasField("batch_slices"):
-        return param.batch_slices
-    return default_batch_slices(param)
 
 
 def _approx_inner_product(layer, bottoms: list[Optional[Shape]]) -> list[Optional[Shape]]:
