@@ -36,3 +36,15 @@ def sdist_archive_tree(tmp_path_factory) -> Path:
         [sys.executable, str(REPO / "caffe_patch/fetch_caffe.py"), "--dest", str(dest)],
         check=True, capture_output=True, text=True).stdout
     return Path(out.strip().splitlines()[-1])
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """approx-dropout ARGV in-process: (exit status, stdout, stderr)."""
+    from approx_dropout import cli
+
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as e:  # argparse
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -15,6 +15,7 @@ import pytest
 
 import approx_dropout
 from approx_dropout import cli
+from conftest import run_cli
 from approx_dropout.harness.check import Outcome
 from approx_dropout.prototxt import io as prototxt_io
 
@@ -310,13 +311,7 @@ def test_the_package_exports_check_lazily():
     assert proc.stdout.splitlines() == ["[]", "approx_dropout.net_check check True True"]
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as e:  # argparse
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli  # approx-dropout in-process (conftest)
 
 
 def test_cli_reports_each_net_and_exits_1_if_any_fails(capsys, tmp_path):

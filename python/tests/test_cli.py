@@ -14,19 +14,13 @@ from approx_dropout import cli
 from approx_dropout.patterns.search import bounded_search
 from approx_dropout.prototxt import io as prototxt_io
 from approx_dropout.prototxt import rules
-from conftest import REPO
+from conftest import REPO, run_cli
 
 PROTOTXT = REPO / "prototxt"
 EXE = Path(sys.executable).with_name("approx-dropout")
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as e:  # argparse
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli  # approx-dropout in-process (conftest)
 
 
 @pytest.fixture

@@ -191,6 +191,19 @@ def _common_refusal(net, indices: list[int], drop) -> str:
     return ""
 
 
+def _one_in_one_out(layer) -> str:
+    """Why an InnerProduct cannot take a second bottom (a dropped input or a
+    pattern): more than one bottom or top, or transpose; else ""."""
+    if len(layer.bottom) != 1:
+        return f"InnerProduct {layer.name!r} has {len(layer.bottom)} bottoms already"
+    if len(layer.top) != 1:
+        return f"InnerProduct {layer.name!r} has {len(layer.top)} tops"
+    if layer.inner_product_param.transpose:
+        return (f"InnerProduct {layer.name!r} has transpose: true, which "
+                f"ApproxDropoutInnerProduct does not support")
+    return ""
+
+
 def _find_input_chain(net, flow: _Dataflow, d: int,
                       output_ips: set[int]) -> InputChain | str | None:
     """Dropout d in front of an InnerProduct (side: INPUT), why not, or None
@@ -208,13 +221,9 @@ def _find_input_chain(net, flow: _Dataflow, d: int,
                 f"others read")
     c = ips[0]
     ip = net.layer[c]
-    if len(ip.bottom) != 1:
-        return f"InnerProduct {ip.name!r} has {len(ip.bottom)} bottoms"
-    if len(ip.top) != 1:
-        return f"InnerProduct {ip.name!r} has {len(ip.top)} tops"
-    if ip.inner_product_param.transpose:
-        return (f"InnerProduct {ip.name!r} has transpose: true, which "
-                f"ApproxDropoutInnerProduct does not support")
+    why = _one_in_one_out(ip)
+    if why:
+        return why
     if c in output_ips:
         return (f"InnerProduct {ip.name!r} reads it but already drops its own outputs "
                 f"(a converted chain); a layer drops one side only")
@@ -308,13 +317,9 @@ def _wiring_problem(net, flow: _Dataflow, producer: int, relu: int | None,
         if i is not None and (len(net.layer[i].include) or len(net.layer[i].exclude)):
             return (f"layer {net.layer[i].name!r} has include/exclude phase rules, so what "
                     f"{c_layer.name!r} reads could differ between phases")
-    if len(c_layer.bottom) != 1:
-        return f"{c_layer.name!r} has {len(c_layer.bottom)} bottoms already"
-    if len(c_layer.top) != 1:
-        return f"{c_layer.name!r} has {len(c_layer.top)} tops"
-    if c_layer.inner_product_param.transpose:
-        return (f"{c_layer.name!r} has transpose: true, which ApproxDropoutInnerProduct "
-                f"does not support")
+    why = _one_in_one_out(c_layer)
+    if why:
+        return why
     # The consumer's input has the producer's output shape, so its K is the
     # producer's num_output exactly when both count from the same axis.
     p_axis = p_layer.inner_product_param.axis
