@@ -102,9 +102,19 @@ fi
 stamp=.venv/.approx-dropout-requirements
 want=$(cat python/requirements.txt python/pyproject.toml | sha256sum | cut -d' ' -f1)
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -r python/requirements.txt
-  .venv/bin/python -m pip install -q --no-deps -e python/
+  # pip's and the build backend's chatter (warnings about editable installs)
+  # goes to a log, as apt's does; its end is shown if a step fails.
+  mkdir -p build
+  pip_log=$PWD/build/setup-pip.log
+  echo "setup: installing the Python packages (log: $pip_log)"
+  for args in "--upgrade pip" "-r python/requirements.txt" "--no-deps -e python/"; do
+    # shellcheck disable=SC2086  # args holds several words on purpose
+    .venv/bin/python -m pip install -q $args >>"$pip_log" 2>&1 || {
+      tail -n 20 "$pip_log" >&2
+      echo "setup: error: pip install $args failed (log: $pip_log)" >&2
+      exit 1
+    }
+  done
   echo "$want" > "$stamp"
 fi
 echo "setup: ready ($(.venv/bin/python --version), Debian packages present)"
