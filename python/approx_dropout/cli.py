@@ -273,7 +273,7 @@ def _rewriting(source: Path, output: Path) -> Iterator[tuple[Any, bytes]]:
         yield read_net_file(source)
 
 
-def _check_in_caffe(net, args: argparse.Namespace) -> None:
+def _check_in_caffe(net, original, args: argparse.Namespace) -> None:
     """Set the net about to be written up in Caffe, both phases, in a child
     process (approx_dropout.check): a net Caffe would refuse is not written.
     Data layers become Inputs of the shapes the prototxt gives; where it
@@ -302,7 +302,17 @@ def _check_in_caffe(net, args: argparse.Namespace) -> None:
     try:
         check(net, data_as_inputs=True)
     except NetCheckError as err:
+        # A net Caffe refused before the rewrite (a layer this build lacks, a
+        # guessed data shape) is written with a note, not blamed on the tool.
+        try:
+            check(original, data_as_inputs=True)
+        except NetCheckError as before:
+            print(f"{PROG}: note: not set up in Caffe before writing: the original net "
+                  f"fails too: {before}", file=sys.stderr)
+            return
         raise PrototxtError(f"Caffe refuses the result, so nothing was written: {err}") from None
+    except RuntimeError as err:  # the check's own driver failed
+        print(f"{PROG}: note: not set up in Caffe before writing: {err}", file=sys.stderr)
 
 
 def _write(path: Path, text: str, source: Path, original: bytes) -> None:
@@ -337,7 +347,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             print(_describe_filled(item))
             _warn(item.result.warnings, f"{item.name}: ")
             _report_replaced(item)
-        _check_in_caffe(net, args)
+        _check_in_caffe(net, read_net_file(source)[0], args)
         header = (f"pattern_distribution filled by: {PROG} apply {source.name} "
                   f"--method {args.method}{_max_dp_flag(args)}")
         _write(output, net_to_text(net, header), source, original)
@@ -385,7 +395,7 @@ def _convert(args: argparse.Namespace, source: Path, output: Path, net,
     for producer, consumer in report.could_skip:
         print(f"{PROG}: note: {consumer}, a plain InnerProduct reading {producer}'s output, "
               f"could skip the inputs {producer} drops: --propagate all", file=sys.stderr)
-    _check_in_caffe(converted, args)
+    _check_in_caffe(converted, net, args)
     header = (f"Converted by: {PROG} convert {source.name} --pattern {args.pattern} "
               f"--propagate {args.propagate} --method {args.method}{_max_dp_flag(args)}")
     _write(output, net_to_text(converted, header), source, original)

@@ -12,7 +12,9 @@ chains are refused with the reason.
 A Dropout that no such chain ends in but whose output only an InnerProduct
 reads (Pooling -> Dropout -> InnerProduct, as GoogLeNet's head) drops that
 layer's input: the InnerProduct becomes an ApproxDropoutInnerProduct with
-`side: INPUT` (ROW), which computes only the kept input features. A layer
+`side: INPUT` (ROW), which computes only the kept input features (with
+--pattern TILE it becomes a TILE layer like every converted one: tiles of W
+dropped, no side). A layer
 drops one side only, so an InnerProduct that already ends a chain is left
 with its Dropout before it, with the reason.
 

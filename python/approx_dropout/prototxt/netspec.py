@@ -187,6 +187,7 @@ def _check_in_caffe(tops: Any, bottoms: Sequence[Any]) -> None:
         data = net.layer.add(name=f"input{i}", type="Input", top=[layer.bottom[i]])
         data.input_param.shape.add().dim.extend(shape)
     del layer.bottom[len(bottoms):]
+    del layer.propagate_down[len(bottoms):]  # (one entry per bottom, or none)
     net.layer.add().CopyFrom(layer)
     check(net)
 

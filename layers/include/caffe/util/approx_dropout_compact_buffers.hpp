@@ -22,10 +22,17 @@ template <typename Dtype>
 struct ApproxDropoutSharedBuffers {
   Blob<Dtype> y, w, dw;
   std::vector<DropoutPattern> w_holds;
+  // The sharers' one shape and layout: w_holds names patterns, whose groups
+  // (hence the gathered W's layout) follow from it.
+  bool has_shape;
+  ApproxDropoutShape shape;
 
-  // For a layer `name` with a y of y_count values and a W of w_count (all
-  // sharers have one W shape; y grows to the largest sharer's batch).
-  void Reshape(int y_count, int w_count, const std::string& name);
+  ApproxDropoutSharedBuffers() : has_shape(false) {}
+  // For a layer `name` of `shape` with a y of y_count values; CHECK-fails if
+  // another sharer has another shape or layout (y grows to the largest
+  // sharer's batch).
+  void Reshape(int y_count, const ApproxDropoutShape& shape,
+               const std::string& name);
   // The plan's compact W parts (those not read in place) gathered from
   // weights (K columns), unless w holds them already and !always.
   void GatherWeights(const ApproxDropoutOps<Dtype>& ops,

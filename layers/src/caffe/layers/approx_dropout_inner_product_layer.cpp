@@ -111,16 +111,21 @@ void ApproxDropoutInnerProductLayer<Dtype>::Reshape(
   // disjoint parts of W. Memory is taken only when a pattern first needs a
   // buffer, never per iteration.
   x_buf_.Reshape(vector<int>(1, M_ * K_));
-  bufs_->Reshape(M_ * N_, N_ * K_, this->layer_param_.name());
+  bufs_->Reshape(M_ * N_, shape_, this->layer_param_.name());
 }
 
 template <typename Dtype>
 void ApproxDropoutInnerProductLayer<Dtype>::ShareCompactBuffers(
     const shared_ptr<ApproxDropoutSharedBuffers<Dtype> >& buffers) {
-  CHECK(buffers) << "Layer " << this->layer_param_.name()
-                 << ": ShareCompactBuffers needs buffers";
+  const string& name = this->layer_param_.name();
+  CHECK(buffers) << "Layer " << name << ": ShareCompactBuffers needs buffers";
+  CHECK(sampler_) << "Layer " << name << ": ShareCompactBuffers after SetUp";
+  // A producer's pattern decides the groups too, and sharers would not know
+  // each other's.
+  CHECK(!propagated_) << "Layer " << name << ": a layer with a pattern "
+      << "bottom keeps compact buffers of its own";
   bufs_ = buffers;
-  bufs_->Reshape(M_ * N_, N_ * K_, this->layer_param_.name());
+  bufs_->Reshape(M_ * N_, shape_, name);
 }
 
 template <typename Dtype>

@@ -813,7 +813,7 @@ TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestGradientPropagated) {
 // bottoms computes what the same net without them computes (same seed:
 // same patterns), loss, tops and every gradient, over several iterations,
 // whatever the slice counts and phases of producer and consumer: both S = 3;
-// the consumer's S unset (its own default, 2) or larger than the
+// the consumer's S unset (its own default, 1 at p = 0.5) or larger than the
 // producer's; the consumer in the TEST phase (`phase: TEST`, dense) under a
 // TRAIN producer whose 3 slices dropped different columns.
 TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestWiredNetEqualsUnwired) {
@@ -873,7 +873,8 @@ TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestWiredNetEqualsUnwired) {
         UniformFiller<Dtype>(filler_param).Fill(data);
         Dtype* label = net.blob_by_name("label")->mutable_cpu_data();
         for (int i = 0; i < 7; ++i) label[i] = i % 4;
-        int dropped_both = 0;  // slice 1 and 2 rows: columns fc1 dropped
+        int dropped_both = 0;  // iterations where fc1 dropped (dp > 1), so
+                               // that its slices dropped different columns
         for (int iter = 0; iter < 4; ++iter) {
           net.ClearParamDiffs();
           values[wired].push_back(net.ForwardBackward());

@@ -176,34 +176,48 @@ TYPED_TEST(ApproxDropoutOpsTest, TestGemmAndSumsMatchLoops) {
   const int m = 5, n = 4, k = 3;
   for (int ta = 0; ta < 2; ++ta) {
     for (int tb = 0; tb < 2; ++tb) {
-      FillUniform(&c, 23);
-      std::vector<Dtype> want(c.cpu_data(), c.cpu_data() + c.count());
-      for (int i = 0; i < m; ++i) {
-        for (int j = 0; j < n; ++j) {
-          Dtype sum = 0;
-          for (int l = 0; l < k; ++l) {
-            sum += (ta ? a.cpu_data()[l * 9 + i] : a.cpu_data()[i * 9 + l]) *
-                   (tb ? b.cpu_data()[j * 9 + l] : b.cpu_data()[l * 9 + j]);
+      for (int beta = 0; beta < 2; ++beta) {  // beta 0: C's old values go
+        FillUniform(&c, 23);
+        std::vector<Dtype> want(c.cpu_data(), c.cpu_data() + c.count());
+        for (int i = 0; i < m; ++i) {
+          for (int j = 0; j < n; ++j) {
+            Dtype sum = 0;
+            for (int l = 0; l < k; ++l) {
+              sum += (ta ? a.cpu_data()[l * 9 + i] : a.cpu_data()[i * 9 + l]) *
+                     (tb ? b.cpu_data()[j * 9 + l] : b.cpu_data()[l * 9 + j]);
+            }
+            want[i * 10 + j] = Dtype(0.5) * sum + beta * want[i * 10 + j];
           }
-          want[i * 10 + j] = Dtype(0.5) * sum + want[i * 10 + j];
         }
-      }
-      ops.gemm(ta, tb, m, n, k, Dtype(0.5), ops.data(a), 9, ops.data(b), 9,
-               Dtype(1), ops.mutable_data(&c), 10);
-      for (int i = 0; i < c.count(); ++i) {
-        EXPECT_NEAR(c.cpu_data()[i], want[i], 1e-5) << ta << tb << " " << i;
+        ops.gemm(ta, tb, m, n, k, Dtype(0.5), ops.data(a), 9, ops.data(b), 9,
+                 Dtype(beta), ops.mutable_data(&c), 10);
+        for (int i = 0; i < c.count(); ++i) {
+          EXPECT_NEAR(c.cpu_data()[i], want[i], 1e-5)
+              << ta << tb << beta << " " << i;
+        }
       }
     }
   }
+  // an empty product leaves C alone
+  FillUniform(&c, 25);
+  const std::vector<Dtype> before(c.cpu_data(), c.cpu_data() + c.count());
+  ops.gemm(false, true, 0, n, k, Dtype(1), ops.data(a), 9, ops.data(b), 9,
+           Dtype(0), ops.mutable_data(&c), 10);
+  for (int i = 0; i < c.count(); ++i) EXPECT_EQ(c.cpu_data()[i], before[i]);
   Blob<Dtype> sums(1, 1, 1, 20);
-  FillUniform(&sums, 24);
-  std::vector<Dtype> want(sums.cpu_data(), sums.cpu_data() + sums.count());
-  for (int r = 0; r < 6; ++r) {
-    for (int i = 0; i < 7; ++i) want[2 * i] += Dtype(-2) * a.cpu_data()[r * 9 + i];
-  }
-  ops.add_column_sums(6, 7, Dtype(-2), ops.data(a), 9, ops.mutable_data(&sums), 2);
-  for (int i = 0; i < sums.count(); ++i) {
-    EXPECT_NEAR(sums.cpu_data()[i], want[i], 1e-5) << i;
+  for (int inc = 1; inc <= 2; ++inc) {
+    FillUniform(&sums, 24);
+    std::vector<Dtype> want(sums.cpu_data(), sums.cpu_data() + sums.count());
+    for (int r = 0; r < 6; ++r) {
+      for (int i = 0; i < 7; ++i) {
+        want[inc * i] += Dtype(-2) * a.cpu_data()[r * 9 + i];
+      }
+    }
+    ops.add_column_sums(6, 7, Dtype(-2), ops.data(a), 9, ops.mutable_data(&sums),
+                        inc);
+    for (int i = 0; i < sums.count(); ++i) {
+      EXPECT_NEAR(sums.cpu_data()[i], want[i], 1e-5) << inc << " " << i;
+    }
   }
   ops.set_zero(sums.count(), ops.mutable_data(&sums));
   for (int i = 0; i < sums.count(); ++i) EXPECT_EQ(sums.cpu_data()[i], 0);

@@ -1,4 +1,5 @@
 #include <set>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -189,6 +190,56 @@ TEST(ApproxDropoutPlanTest, SlicesSharingAPatternShareAClass) {
   ASSERT_EQ(plan.num_classes(), 2);
   EXPECT_EQ(plan.cls(0).slices, std::vector<int>({0, 2, 4}));
   EXPECT_EQ(plan.cls(1).slices, std::vector<int>({1, 3}));
+}
+
+// A layer's slices against its producer's: every row's segment carries the
+// pattern of the layer's slice and of the producer's slice holding that row,
+// neighbours differ, the bounds cover [0, rows) in order; for every row count
+// 0..11 and slice counts 1..6 on each side (empty slices where rows < S).
+// The bounds-based Plan then puts each row in the segment's class.
+TEST(ApproxDropoutPlanTest, SegmentsOfTwoSlicings) {
+  for (int rows = 0; rows <= 11; ++rows) {
+    for (int S = 1; S <= 6; ++S) {
+      for (int T = 1; T <= 6; ++T) {
+        std::vector<DropoutPattern> own, inputs, seg_own, seg_in;
+        DropoutPatternSampler::SliceOffsets(DropoutPattern{3, 1}, S, &own);
+        DropoutPatternSampler::SliceOffsets(DropoutPattern{2, 0}, T, &inputs);
+        std::vector<int> bounds;
+        ApproxDropoutSegments(rows, own, inputs, &bounds, &seg_own, &seg_in);
+        const std::string what = "rows " + std::to_string(rows) + ", S " +
+            std::to_string(S) + ", T " + std::to_string(T);
+        ASSERT_EQ(bounds.size(), seg_own.size() + 1) << what;
+        ASSERT_EQ(seg_in.size(), seg_own.size()) << what;
+        EXPECT_EQ(bounds.front(), 0) << what;
+        EXPECT_EQ(bounds.back(), rows) << what;
+        for (size_t g = 0; g + 1 < bounds.size(); ++g) {
+          EXPECT_LE(bounds[g], bounds[g + 1]) << what;
+          if (g > 0) {
+            EXPECT_FALSE(seg_own[g].b == seg_own[g - 1].b &&
+                         seg_in[g].b == seg_in[g - 1].b) << what << " merge";
+          }
+          for (int r = bounds[g]; r < bounds[g + 1]; ++r) {
+            int s = 0, t = 0;  // the slices holding row r
+            while (static_cast<int64_t>(s + 1) * rows / S <= r) ++s;
+            while (static_cast<int64_t>(t + 1) * rows / T <= r) ++t;
+            EXPECT_EQ(seg_own[g].b, own[s].b) << what << ", row " << r;
+            EXPECT_EQ(seg_in[g].b, inputs[t].b) << what << ", row " << r;
+          }
+        }
+        ApproxDropoutPlan plan;
+        plan.Plan(Shape(12, 10, false, false, false, true), bounds, seg_own,
+                  &seg_in, true);
+        ASSERT_EQ(plan.num_slices(), static_cast<int>(seg_own.size()));
+        for (int c = 0; c < plan.num_classes(); ++c) {
+          for (int seg : plan.cls(c).slices) {
+            EXPECT_EQ(plan.SliceBegin(seg), bounds[seg]);
+            EXPECT_EQ(plan.cls(c).pattern.b, seg_own[seg].b);
+            EXPECT_EQ(plan.cls(c).input.b, seg_in[seg].b);
+          }
+        }
+      }
+    }
+  }
 }
 
 TEST(ApproxDropoutPlanTest, KeptUnitsRange) {

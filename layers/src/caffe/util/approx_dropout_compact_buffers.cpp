@@ -5,12 +5,26 @@
 
 namespace caffe {
 
+namespace {
+
+bool SameShape(const ApproxDropoutShape& a, const ApproxDropoutShape& b) {
+  return a.N == b.N && a.K == b.K && a.tile == b.tile &&
+         a.input_side == b.input_side && a.block_layout == b.block_layout &&
+         a.diagonal == b.diagonal && a.tile_height == b.tile_height &&
+         a.tile_width == b.tile_width;
+}
+
+}  // namespace
+
 template <typename Dtype>
-void ApproxDropoutSharedBuffers<Dtype>::Reshape(int y_count, int w_count,
-                                                const std::string& name) {
-  CHECK(w.count() == 0 || w.count() == w_count) << "Layer " << name
-      << ": shares compact buffers with a layer whose weights have another "
-      << "shape";
+void ApproxDropoutSharedBuffers<Dtype>::Reshape(int y_count,
+    const ApproxDropoutShape& layer_shape, const std::string& name) {
+  CHECK(!has_shape || SameShape(shape, layer_shape)) << "Layer " << name
+      << ": shares compact buffers with a layer of another weight shape or "
+      << "pattern layout";
+  has_shape = true;
+  shape = layer_shape;
+  const int w_count = layer_shape.N * layer_shape.K;
   if (y.count() < y_count) y.Reshape(std::vector<int>(1, y_count));
   w.Reshape(std::vector<int>(1, w_count));
   dw.Reshape(std::vector<int>(1, w_count));
