@@ -341,13 +341,15 @@ def cmd_apply(args: argparse.Namespace) -> int:
     source = Path(args.net)
     output = Path(args.output) if args.output else source
     with _rewriting(source, output) as (net, original):
+        before = net.__class__()
+        before.CopyFrom(net)  # fill_distributions fills net in place
         filled = fill_distributions(net, args.layer, args.max_dp, args.method,
                                     _search_options(args))
         for item in filled:
             print(_describe_filled(item))
             _warn(item.result.warnings, f"{item.name}: ")
             _report_replaced(item)
-        _check_in_caffe(net, read_net_file(source)[0], args)
+        _check_in_caffe(net, before, args)
         header = (f"pattern_distribution filled by: {PROG} apply {source.name} "
                   f"--method {args.method}{_max_dp_flag(args)}")
         _write(output, net_to_text(net, header), source, original)

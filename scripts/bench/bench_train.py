@@ -50,7 +50,7 @@ from approx_dropout import caffe_env
 from approx_dropout.harness import caffe_time
 from approx_dropout.harness import results as bench_results
 from approx_dropout.methods import method_label
-from approx_dropout.prototxt import nets
+from approx_dropout.prototxt import nets, rules
 from approx_dropout.prototxt.convert import convert_net
 from approx_dropout.files import write_text_atomic
 from approx_dropout.prototxt.io import net_to_text, read_net
@@ -144,8 +144,9 @@ def random_labels(net, classes: int):
 
 
 def mlp_config(hidden: int, rate: float) -> Config:
-    # the layer's default slices at this rate (1 up to p = 0.5, else 2)
-    slices = 1 if rate <= 0.5 else 2
+    # the layer's default slices at this rate, named, so the label says them
+    slices = rules.default_batch_slices(
+        caffe_env.import_caffe_pb2().ApproxDropoutParameter(dropout_ratio=rate))
     approx, unwired = f"rdp_prop_s{slices}", f"rdp_block_s{slices}"
     text = {}
     for name, method in (("stock", "stock"), ("approx", approx), ("unwired", unwired)):
