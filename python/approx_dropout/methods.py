@@ -40,19 +40,30 @@ METHOD_HELP = ("stock; rdp / rdp_sS: strided layout (the paper's; unit j kept if
                "rdp_strided_prop / rdp_strided_prop_sS: the same with the strided layout; "
                "rdp_paper: the paper's RDP (strided, its searched distribution, one "
                "pattern per batch); tdp / tdp_sS: the layer's defaults / S slices "
-               "(diagonal tiles); tdp_s1_rowmajor: the paper's TDP (row-major tiles, "
-               "one pattern per batch)")
+               "(diagonal tiles); tdp_blocks / tdp_blocks_sS: tiles in dp x dp blocks of "
+               "contiguous tiles (every kept block a view), 1 / S slices; "
+               "tdp_s1_rowmajor: the paper's TDP (row-major tiles, one pattern per batch); "
+               "baselines for TDP: dropconnect_tile / "
+               "dropconnect_weight / _sS: Bernoulli DropConnect of 32 x 32 tiles or of "
+               "single weights, one mask per batch / per each of S slices (a dense "
+               "reference, not a speed-up); stock_input: stock Dropout on each hidden "
+               "layer's input instead of its output (where TDP's noise acts); rdp_input / "
+               "rdp_input_sS: RDP dropping the same inputs (side INPUT, block, 2 / S "
+               "slices)")
 
 _RDP_METHOD = re.compile(r"rdp(?P<variant>_block|_prop|_strided_prop)?"
                          r"(?:_s(?P<slices>[1-9][0-9]*))?")
-_TDP_METHOD = re.compile(r"tdp(?:_s(?P<slices>[1-9][0-9]*))?")
+_TDP_METHOD = re.compile(r"tdp(?P<blocks>_blocks)?(?:_s(?P<slices>[1-9][0-9]*))?")
+_DROP_CONNECT_METHOD = re.compile(r"dropconnect_(?P<unit>tile|weight)"
+                                  r"(?:_s(?P<slices>[1-9][0-9]*))?")
+_RDP_INPUT_METHOD = re.compile(r"rdp_input(?:_s(?P<slices>[1-9][0-9]*))?")
 # variant -> (layout, propagate)
 _RDP_VARIANTS = {None: ("STRIDED", False), "_block": ("BLOCK", False),
                  "_prop": ("BLOCK", True), "_strided_prop": ("STRIDED", True)}
 
 
 class MethodSettings(NamedTuple):
-    flavour: str                  # one of prototxt.nets.FLAVOURS
+    flavour: str                  # one of prototxt.nets.MLP_FLAVOURS
     fields: dict[str, object]     # approx_dropout_param fields of every approximate layer
     paper_distribution: bool      # the paper's searched distribution (N = widest layer)
     propagate: bool = False       # mlp(propagate=True): patterns wired layer to layer
@@ -60,8 +71,8 @@ class MethodSettings(NamedTuple):
 
 def method_settings(method: str) -> MethodSettings:
     """The nets flavour, approx_dropout_param fields and options of a method."""
-    if method == "stock":
-        return MethodSettings("stock", {}, False)
+    if method in ("stock", "stock_input"):
+        return MethodSettings(method, {}, False)
     if method == "rdp_paper":
         return MethodSettings("rdp", {"batch_slices": 1, "layout": "STRIDED"}, True)
     if method == "tdp_s1_rowmajor":
@@ -75,7 +86,18 @@ def method_settings(method: str) -> MethodSettings:
     tdp = _TDP_METHOD.fullmatch(method)
     if tdp:  # TILE has no layout (the layer refuses one)
         fields = {"batch_slices": int(tdp.group("slices"))} if tdp.group("slices") else {}
+        if tdp.group("blocks"):
+            fields = {"tile_order": "BLOCKS", "batch_slices": int(tdp.group("slices") or 1)}
         return MethodSettings("tdp", fields, False)
+    drop_connect = _DROP_CONNECT_METHOD.fullmatch(method)
+    if drop_connect:
+        return MethodSettings("dropconnect", {
+            "drop_connect_unit": f"DROP_CONNECT_{drop_connect.group('unit').upper()}",
+            "batch_slices": int(drop_connect.group("slices") or 1)}, False)
+    rdp_input = _RDP_INPUT_METHOD.fullmatch(method)
+    if rdp_input:
+        return MethodSettings("rdp_input", {"batch_slices": int(rdp_input.group("slices") or 2),
+                                            "layout": "BLOCK"}, False)
     raise ValueError(f"unknown method {method!r} ({METHOD_HELP})")
 
 
@@ -85,13 +107,22 @@ def method_label(method: str) -> str:
     fields = settings.fields
     if settings.flavour == "stock":
         return "stock Dropout"
+    if settings.flavour == "stock_input":
+        return "stock Dropout on the inputs"
     slices = fields.get("batch_slices")
+    per = "1 mask/batch" if slices == 1 else f"{slices} slices"
+    if settings.flavour == "dropconnect":
+        unit = "32 x 32 tiles" if fields["drop_connect_unit"] == "DROP_CONNECT_TILE" else "weights"
+        return f"Bernoulli DropConnect, {unit}, {per}"
+    if settings.flavour == "rdp_input":
+        return f"RDP on the inputs, block, {slices} slices"
     if settings.flavour == "tdp":
         named = {"tdp": "TDP (default: diagonal, 1 pattern/batch)",
                  "tdp_s1_rowmajor": "TDP, row-major, 1 pattern/batch (paper)"}
         if method in named:
             return named[method]
-        return "TDP, diagonal, " + ("1 pattern/batch" if slices == 1 else f"{slices} slices")
+        order = "blocks" if fields.get("tile_order") == "BLOCKS" else "diagonal"
+        return f"TDP, {order}, " + ("1 pattern/batch" if slices == 1 else f"{slices} slices")
     layout = str(fields["layout"])
     parts = ["RDP", layout.lower()]
     if settings.paper_distribution:

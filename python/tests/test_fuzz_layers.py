@@ -115,7 +115,7 @@ FIELDS: dict[str, Callable[[random.Random, Case], Any]] = {
     "batch_slices": lambda rng, case: rng.choice([None, None, 1, 2, 3, 4, 9] * 3 + [0]),
     # with ROW mostly unset, as a user writes it (set, it is refused)
     "tile_order": lambda rng, case: rng.choice(
-        [None, "ROW_MAJOR", "DIAGONAL"] if case.param.get("pattern") == "TILE"
+        [None, "ROW_MAJOR", "DIAGONAL", "BLOCKS"] if case.param.get("pattern") == "TILE"
         else [None] * 15 + ["ROW_MAJOR"]),
     # ROW only, either side; with TILE mostly unset (set, it is refused)
     "layout": lambda rng, case: rng.choice(

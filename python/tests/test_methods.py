@@ -60,6 +60,23 @@ def test_methods_name_their_settings():
     assert methods.method_settings("rdp_strided_prop") == (
         "rdp", {"batch_slices": 2, "layout": "STRIDED"}, False, True)
     assert methods.method_settings("rdp_strided_prop").propagate
+    assert methods.method_settings("tdp_blocks_s4") == (
+        "tdp", {"tile_order": "BLOCKS", "batch_slices": 4}, False, False)
+    assert methods.method_settings("tdp_blocks").fields["batch_slices"] == 1
+    # the baselines of TDP
+    assert methods.method_settings("dropconnect_tile") == (
+        "dropconnect", {"drop_connect_unit": "DROP_CONNECT_TILE", "batch_slices": 1}, False,
+        False)
+    assert methods.method_settings("dropconnect_weight_s4").fields == {
+        "drop_connect_unit": "DROP_CONNECT_WEIGHT", "batch_slices": 4}
+    assert methods.method_settings("stock_input") == ("stock_input", {}, False, False)
+    assert methods.method_settings("rdp_input") == (
+        "rdp_input", {"batch_slices": 2, "layout": "BLOCK"}, False, False)
+    assert methods.method_settings("rdp_input_s1").fields["batch_slices"] == 1
+    for bad in ("dropconnect", "dropconnect_row", "dropconnect_tile_s0", "stock_input_s2",
+                "rdp_input_prop", "rdp_input_block"):
+        with pytest.raises(ValueError, match="unknown method"):
+            methods.method_settings(bad)
     for bad in ("rdp_s0", "rdp_s", "tdp_sx", "bernoulli", "rdp_s01", "rdp_block_prop",
                 "rdp_strided", "tdp_block", "tdp_prop", "rdp_prop_s", "rdp_paper_s2",
                 "row", "row_rec"):  # LSTM methods are not MLP methods
@@ -82,9 +99,16 @@ def test_method_labels_say_layout_slices_and_propagation():
     assert label("rdp_strided_prop_s1") == "RDP, strided, 1 pattern/batch, propagated"
     assert label("tdp_s16") == "TDP, diagonal, 16 slices"
     assert label("tdp_s1_rowmajor") == "TDP, row-major, 1 pattern/batch (paper)"
+    assert label("tdp_blocks_s4") == "TDP, blocks, 4 slices"
+    assert label("tdp_blocks") == "TDP, blocks, 1 pattern/batch"
+    assert label("dropconnect_tile") == "Bernoulli DropConnect, 32 x 32 tiles, 1 mask/batch"
+    assert label("dropconnect_weight_s4") == "Bernoulli DropConnect, weights, 4 slices"
+    assert label("rdp_input") == "RDP on the inputs, block, 2 slices"
     names = ["rdp", "rdp_s1", "rdp_s2", "rdp_paper", "rdp_block", "rdp_block_s1",
              "rdp_prop", "rdp_prop_s2", "rdp_strided_prop", "tdp", "tdp_s4",
-             "tdp_s1_rowmajor"]
+             "tdp_s1_rowmajor", "tdp_blocks", "tdp_blocks_s2", "stock", "stock_input",
+             "rdp_input", "dropconnect_tile",
+             "dropconnect_tile_s4", "dropconnect_weight"]
     assert len({label(m) for m in names}) == len(names)
     for name in ("rdp_block", "rdp_prop", "rdp_strided_prop", "rdp_paper"):
         assert name in methods.METHOD_HELP
@@ -93,6 +117,8 @@ def test_method_labels_say_layout_slices_and_propagation():
 def test_mlp_methods_build_the_nets_flavours():
     for method in ("stock", "rdp", "rdp_paper", "rdp_prop_s3", "tdp", "tdp_s1_rowmajor"):
         assert methods.method_settings(method).flavour in nets.FLAVOURS
+    for method in ("stock_input", "rdp_input_s3", "dropconnect_tile", "dropconnect_weight_s2"):
+        assert methods.method_settings(method).flavour in nets.BASELINE_FLAVOURS
     for method in ("rdp", "rdp_block", "rdp_strided_prop_s2"):
         assert methods.method_settings(method).fields["layout"] in methods.RDP_LAYOUTS
 

@@ -97,7 +97,9 @@ def test_propagated_mlp_wires_every_layer(caffe_pb2):
 
 
 @pytest.mark.parametrize("method", ["rdp_s2", "tdp_s1_rowmajor", "rdp_paper", "rdp",
-                                    "rdp_block_s1", "rdp_prop", "rdp_strided_prop_s4"])
+                                    "rdp_block_s1", "rdp_prop", "rdp_strided_prop_s4",
+                                    "dropconnect_tile", "dropconnect_weight_s2", "rdp_input",
+                                    "stock_input", "tdp_blocks_s2"])
 def test_method_nets_load_with_their_settings(caffe, method, tmp_path):
     path = tmp_path / "net.prototxt"
     path.write_text(nets.mlp_for_method(method, (64, 40), (0.5, 0.7), batch=8, inputs=70))
@@ -113,6 +115,23 @@ def test_method_nets_load_with_their_settings(caffe, method, tmp_path):
     net.backward()
     assert net.blobs["fc1"].data.shape == (8, 64)
     assert np.isfinite(net.blobs["loss"].data).all()
+
+
+def test_baselines_put_the_noise_on_each_hidden_layers_input():
+    """TDP's noise acts on each hidden layer's weights, before its ReLU: the
+    baselines drop there (the classifier's input is left alone)."""
+    types = {flavour: [(layer.type, list(layer.bottom)) for layer in
+                       nets._mlp(flavour, (64, 40), (0.5, 0.7))[0].layer]
+             for flavour in nets.BASELINE_FLAVOURS}
+    assert types["stock_input"][1:6] == [
+        ("Dropout", ["data"]), ("InnerProduct", ["data_dropped"]), ("ReLU", ["fc1"]),
+        ("Dropout", ["fc1"]), ("InnerProduct", ["fc1_dropped"])]
+    assert ("InnerProduct", ["fc2"]) in types["stock_input"]  # the classifier: no Dropout
+    assert [t for t, _ in types["dropconnect"]].count("DropConnectInnerProduct") == 2
+    net, _ = nets._mlp("rdp_input", (64, 40), (0.5, 0.7))
+    sides = [layer.approx_dropout_param.side for layer in net.layer
+             if layer.type == "ApproxDropoutInnerProduct"]
+    assert sides == [1, 1]  # INPUT
 
 
 def small(caffe, flavour, phase, tmp_path):

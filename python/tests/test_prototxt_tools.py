@@ -658,6 +658,8 @@ def test_apply_and_shapes_of_layers_with_a_pattern_bottom(caffe_pb2):
      "approx_dropout_param.recurrent_pattern_distribution applies to ApproxDropoutLSTM only"),
     (LSTM_INPUT + approx_lstm(0.5, "recurrent_dropout_ratio: 1"),
      "approx_dropout_param.recurrent_dropout_ratio must be in [0, 1), got 1"),
+    (input_layer(3, 40) + approx_ip(40, 0.5, "drop_connect_unit: DROP_CONNECT_WEIGHT"),
+     "approx_dropout_param.drop_connect_unit applies to DropConnectInnerProduct only"),
 ])
 def test_apply_refuses_fields_the_layer_refuses(caffe_pb2, text, message):
     with pytest.raises(prototxt_io.PrototxtError, match=re.escape(message)):

@@ -26,7 +26,7 @@ Fashion-MNIST from Debian's dataset-fashion-mnist, converted once to HDF5.
 Each run reports test accuracy (all 10 000 test images; final and best of
 the evaluations) and the wall time per training iteration; speedup = median
 stock time per iteration / median approx time, over the runs of this
-experiment. Runs are resumable: finished ones (out/runs/*.json) are skipped.
+experiment (only where both ran on one kind of machine: else "—"). Runs are resumable: finished ones (out/runs/*.json) are skipped.
 
     scripts/experiments/exp_mlp.py rates [--quick] [--seeds 0 1 2] [--iterations N]
 """
@@ -83,7 +83,7 @@ def method_order(method: str) -> tuple[int, int, int, int, str]:
     settings = method_settings(method)
     fields = dict(settings.fields)
     layout = fields.pop("layout", "STRIDED")
-    return (["stock", "rdp", "tdp"].index(settings.flavour), int(settings.paper_distribution),
+    return (nets.MLP_FLAVOURS.index(settings.flavour), int(settings.paper_distribution),
             RDP_LAYOUTS.index(str(layout)), int(settings.propagate),
             str(sorted(fields.items())))
 
@@ -114,13 +114,17 @@ def summarise(records: list[dict]) -> list[dict]:
         best = [x["result"]["best_accuracy"] for x in recs]
         spi = statistics.median(x["result"]["seconds_per_iteration"] for x in recs)
         rows.append({"model": model, "rate": rate, "method": method, "seeds": len(recs),
+                     "cpus": sorted({x["machine"].split(";")[0] for x in recs}),
                      "final_accuracy": statistics.mean(final),
                      "final_accuracy_std": statistics.stdev(final) if len(final) > 1 else 0.0,
                      "best_accuracy": statistics.mean(best), "ms_per_iteration": 1e3 * spi})
     for row in rows:
         stock = next((s for s in rows if s["model"] == row["model"] and s["rate"] == row["rate"]
                       and s["method"] == "stock"), None)
-        row["speedup"] = stock["ms_per_iteration"] / row["ms_per_iteration"] if stock else None
+        # times compare only between runs on one kind of machine
+        same_machine = stock is not None and row["cpus"] == stock["cpus"]
+        row["speedup"] = (stock["ms_per_iteration"] / row["ms_per_iteration"]
+                          if same_machine else None)
         row["delta_pp"] = (100 * (row["final_accuracy"] - stock["final_accuracy"])
                            if stock else None)
     return rows

@@ -21,6 +21,10 @@ from . import fill
 from .io import net_to_text
 
 FLAVOURS = ("stock", "rdp", "tdp")
+# Baselines that place the noise where TDP's acts (on each hidden layer's
+# weights or inputs): experiments only, no committed net.
+BASELINE_FLAVOURS = ("stock_input", "rdp_input", "dropconnect")
+MLP_FLAVOURS = FLAVOURS + BASELINE_FLAVOURS
 
 
 # ---- building blocks: NetParameter through caffe_pb2 ------------------------
@@ -116,6 +120,12 @@ def mlp(flavour: str, hidden: tuple[int, ...] = (2048, 2048),
     approx_fields adds approx_dropout_param fields to every approximate layer,
     e.g. {"batch_slices": 1, "tile_order": "ROW_MAJOR"} for the paper's TDP.
 
+    Baselines for TDP, whose noise acts on each hidden layer's weights, so on
+    its input side (BASELINE_FLAVOURS): stock_input: Dropout -> InnerProduct ->
+    ReLU; rdp_input: ApproxDropoutInnerProduct (ROW, side INPUT) -> ReLU;
+    dropconnect: DropConnectInnerProduct (Bernoulli tiles or weights; its
+    fields in approx_fields) -> ReLU.
+
     propagate (rdp only): every approximate layer also outputs its pattern
     ("fcI_pattern") and the next layer takes it as a second bottom, so it
     skips the input columns that were dropped; the classifier becomes an
@@ -132,8 +142,8 @@ def _mlp(flavour: str, hidden: tuple[int, ...] = (2048, 2048),
          sources: tuple[str, str] | None = None, test_batch: int = 100,
          approx_fields: dict[str, object] | None = None, propagate: bool = False):
     """mlp()'s NetParameter and header comment."""
-    if flavour not in FLAVOURS:
-        raise ValueError(f"flavour must be one of {FLAVOURS}, got {flavour!r}")
+    if flavour not in MLP_FLAVOURS:
+        raise ValueError(f"flavour must be one of {MLP_FLAVOURS}, got {flavour!r}")
     if len(rates) != len(hidden):
         raise ValueError("one dropout rate per hidden layer is needed")
     if propagate and flavour != "rdp":
@@ -165,8 +175,9 @@ def _mlp(flavour: str, hidden: tuple[int, ...] = (2048, 2048),
                 param.shuffle = True
 
     def approx_param(layer, rate: float) -> None:
-        pattern = ({"pattern": "ROW", "side": "OUTPUT"} if flavour == "rdp"
-                   else {"pattern": "TILE"})
+        pattern = {"rdp": {"pattern": "ROW", "side": "OUTPUT"},
+                   "rdp_input": {"pattern": "ROW", "side": "INPUT"},
+                   "tdp": {"pattern": "TILE"}}.get(flavour)  # dropconnect: none
         _approx(layer, rate, pattern, approx_fields)
 
     def fully_connected(name: str, bottoms: list[str], tops: list[str], num_output: int,
@@ -180,10 +191,20 @@ def _mlp(flavour: str, hidden: tuple[int, ...] = (2048, 2048),
     pattern = None  # the previous layer's pattern top, when propagating
     for i, (width, rate) in enumerate(zip(hidden, rates), start=1):
         fc = f"fc{i}"
-        if flavour == "stock":
+        if flavour in ("stock", "stock_input"):
+            if flavour == "stock_input":  # Dropout -> InnerProduct -> ReLU
+                dropped = f"{bottom}_dropped"
+                _layer(net, f"drop{i}", "Dropout", [bottom],
+                       [dropped]).dropout_param.dropout_ratio = rate
+                bottom = dropped
             fully_connected(fc, [bottom], [fc], width)
             _layer(net, f"relu{i}", "ReLU", [fc], [fc])
-            _layer(net, f"drop{i}", "Dropout", [fc], [fc]).dropout_param.dropout_ratio = rate
+            if flavour == "stock":
+                _layer(net, f"drop{i}", "Dropout", [fc], [fc]).dropout_param.dropout_ratio = rate
+        elif flavour == "dropconnect":
+            approx_param(fully_connected(fc, [bottom], [fc], width, "DropConnectInnerProduct"),
+                         rate)
+            _layer(net, f"relu{i}", "ReLU", [fc], [fc])
         else:
             own_pattern = f"{fc}_pattern" if propagate else None
             layer = fully_connected(fc, [bottom] + [pattern] * bool(pattern),

@@ -94,12 +94,14 @@ def _is_set(param, name: str) -> bool:
 
 def field_problem(layer) -> str:
     """Why the layer refuses its approx_dropout_param fields whatever its
-    input (layout with TILE, the LSTM's recurrent fields elsewhere, a
+    input (layout with TILE, DropConnect's unit, the LSTM's recurrent fields elsewhere, a
     recurrent_dropout_ratio outside [0, 1)), or ""."""
     param = layer.approx_dropout_param
     where = "approx_dropout_param."
     if _is_set(param, "layout") and param.pattern != ROW:
         return f"{where}layout applies to pattern: ROW only"
+    if _is_set(param, "drop_connect_unit"):
+        return f"{where}drop_connect_unit applies to DropConnectInnerProduct only"
     if layer.type != "ApproxDropoutLSTM":
         for name in RECURRENT_FIELDS:
             if _is_set(param, name):

@@ -29,8 +29,10 @@ template <typename Dtype> class ApproxDropoutLazyParam;
  *  - ROW, side INPUT: input feature k kept likewise;
  *    y = s x[:, kept] W[:, kept]^T + bias.
  *  - TILE (TDP): W is cut into tile_height x tile_width tiles; tile (r, c)
- *    is kept iff (r C + c) % dp == b (ROW_MAJOR) or (r + c) % dp == b
- *    (DIAGONAL); y = s x (W . M)^T + bias.
+ *    is kept iff (r C + c) % dp == b (ROW_MAJOR), (r + c) % dp == b
+ *    (DIAGONAL), or (i + g) % dp == b where i and g are the blocks of r and
+ *    c when the R tile rows and C tile columns are each cut into dp
+ *    contiguous blocks (BLOCKS); y = s x (W . M)^T + bias.
  * With batch_slices S, the M rows of x are cut into S contiguous slices;
  * one dp serves the iteration and slice s uses b_s = (b + s) % dp.
  * TEST phase computes InnerProduct exactly. An optional second top, the

@@ -14,7 +14,8 @@ struct ApproxDropoutShape {
   bool tile;          // TILE patterns (else ROW)
   bool input_side;    // ROW on the input side (else the output side)
   bool block_layout;  // ROW in the BLOCK layout (else STRIDED)
-  bool diagonal;      // TILE with tile_order DIAGONAL (else ROW_MAJOR)
+  bool diagonal;      // TILE with tile_order DIAGONAL
+  bool tile_blocks;   // TILE with tile_order BLOCKS (neither: ROW_MAJOR)
   int tile_height, tile_width;
 };
 

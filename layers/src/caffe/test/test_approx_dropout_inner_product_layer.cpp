@@ -32,7 +32,7 @@ struct Reference {
   int dp, b;
   double s;
   int S;          // batch slices
-  bool diagonal;  // TILE order
+  int tile_order;  // TILE: ApproxDropoutParameter::TileOrder's number
   bool block;     // ROW layout BLOCK (else STRIDED)
   // Propagation: inputs kept by a producer's pattern (in_dp, in_b) in its
   // layout; in_dp = 0 means no pattern bottom.
@@ -54,8 +54,19 @@ struct Reference {
            u < static_cast<int64_t>(bm + 1) * U / p;
   }
   bool tile_kept(int r, int c, int bm) const {
-    const int C = (K + tw - 1) / tw;
-    return (diagonal ? r + c : r * C + c) % dp == bm;
+    const int R = (N + th - 1) / th, C = (K + tw - 1) / tw;
+    switch (tile_order) {
+      case ApproxDropoutParameter_TileOrder_ROW_MAJOR:
+        return (r * C + c) % dp == bm;
+      case ApproxDropoutParameter_TileOrder_DIAGONAL:
+        return (r + c) % dp == bm;
+      default: {  // BLOCKS: block i of the tile rows, g of the tile columns
+        int i = 0, g = 0;
+        while (static_cast<int64_t>(i + 1) * R / dp <= r) ++i;
+        while (static_cast<int64_t>(g + 1) * C / dp <= c) ++g;
+        return (i + g) % dp == bm;
+      }
+    }
   }
   bool mask(int m, int j, int k) const {
     const int bm = row_b(m);
@@ -116,7 +127,7 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
   ApproxDropoutInnerProductLayerTest()
       : blob_bottom_(new Blob<Dtype>(3, 2, 3, 2)),  // M = 3, K = 12
         blob_top_(new Blob<Dtype>()), blob_pattern_(new Blob<Dtype>()),
-        num_output_(13), slices_(4), diagonal_(true), block_(false),
+        num_output_(13), slices_(4), tile_order_(1), block_(false),
         in_dp_(0), in_b_(0), in_block_(false) {
     FillBottom();
     blob_bottom_vec_.push_back(blob_bottom_);
@@ -169,9 +180,8 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
     ad->set_tile_width(5);
     ad->set_batch_slices(slices_);
     if (mode == TILE) {
-      ad->set_tile_order(diagonal_
-          ? ApproxDropoutParameter_TileOrder_DIAGONAL
-          : ApproxDropoutParameter_TileOrder_ROW_MAJOR);
+      ad->set_tile_order(
+          static_cast<ApproxDropoutParameter_TileOrder>(tile_order_));
     } else {
       ad->set_layout(block_ ? ApproxDropoutParameter_Layout_BLOCK
                             : ApproxDropoutParameter_Layout_STRIDED);
@@ -182,7 +192,7 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
   Reference Ref(Mode mode, int dp, int b, double scale) {
     const int M = blob_bottom_->num(), K = blob_bottom_->count(1);
     Reference r = {M, K, num_output_, 4, 5, mode, dp, b, scale, slices_,
-                   diagonal_, block_, in_dp_, in_b_, in_block_};
+                   tile_order_, block_, in_dp_, in_b_, in_block_};
     return r;
   }
 
@@ -317,8 +327,9 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
         const int bs = static_cast<int>(observed[4 * sl + 1]);
         ASSERT_EQ(bs, (b + sl) % dp) << "slice " << sl;
         for (int u = 0; u < units; ++u) {
-          const bool kept = mode == TILE && diagonal_
-              ? (u / 3 + u % 3) % dp == bs : u % dp == bs;
+          const bool kept = mode == TILE
+              ? Ref(mode, dp, b, s).tile_kept(u / 3, u % 3, bs)
+              : u % dp == bs;
           dropped[sl * units + u] += !kept;
         }
       }
@@ -339,7 +350,7 @@ class ApproxDropoutInnerProductLayerTest : public MultiDeviceTest<TypeParam> {
   Blob<Dtype>* const blob_pattern_;
   int num_output_;
   int slices_;     // batch_slices of Param() and Ref()
-  bool diagonal_;  // tile_order of Param() and Ref()
+  int tile_order_;  // TILE: tile_order of Param() and Ref()
   bool block_;     // ROW layout of Param() and Ref()
   int in_dp_, in_b_;  // > 0: a producer's pattern bottom (MakeProducer)
   bool in_block_;
@@ -377,9 +388,10 @@ TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestRowInputMatchesMask) {
 
 TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestTileMatchesMask) {
   // 4 x 3 tiles with short edge tiles; dp 2 and 4 divide the 3 tile columns
-  // unevenly, dp 3 evenly; dp > 6 leaves some diagonals without tiles
-  for (int order = 0; order < 2; ++order) {
-    this->diagonal_ = order == 1;
+  // unevenly, dp 3 evenly; dp > 6 leaves some diagonals without tiles, and
+  // dp > 3 some column blocks (BLOCKS, order 2) empty
+  for (int order = 0; order < 3; ++order) {
+    this->tile_order_ = order;
     for (int dp = 1; dp <= 12; ++dp) {
       for (int b = 0; b < dp; b += std::max(1, dp / 3)) {
         this->CheckFixedPattern(TILE, dp % 2 == 0, dp, b);
@@ -394,8 +406,8 @@ TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestSlicesMatchMask) {
   const int slices[] = {1, 2, 3, 5};
   for (int S : slices) {
     this->slices_ = S;
-    for (int order = 0; order < 2; ++order) {
-      this->diagonal_ = order == 1;
+    for (int order = 0; order < 3; ++order) {
+      this->tile_order_ = order;
       this->CheckFixedPattern(TILE, true, 2, 1);
       this->CheckFixedPattern(TILE, false, 5, 3);
     }
@@ -416,8 +428,10 @@ TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestLargeSlicesMatchMask) {
   this->CheckFixedPattern(ROW_OUTPUT, true, 3, 1);
   this->CheckFixedPattern(ROW_INPUT, true, 2, 1);
   this->CheckFixedPattern(TILE, true, 4, 3);
-  this->diagonal_ = false;
+  this->tile_order_ = 0;  // ROW_MAJOR
   this->CheckFixedPattern(TILE, false, 3, 0);
+  this->tile_order_ = 2;  // BLOCKS
+  this->CheckFixedPattern(TILE, true, 3, 2);
 }
 
 // The batch size may change between iterations, down to no rows at all.
@@ -680,8 +694,11 @@ TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestGradientRowInput) {
 TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestGradientTile) {
   this->CheckGradient(TILE, true, 2, 1);
   this->CheckGradient(TILE, false, 5, 3);
-  this->diagonal_ = false;
+  this->tile_order_ = 0;  // ROW_MAJOR
   this->CheckGradient(TILE, true, 3, 2);
+  this->tile_order_ = 2;  // BLOCKS
+  this->CheckGradient(TILE, true, 3, 2);
+  this->CheckGradient(TILE, false, 2, 0);
 }
 
 // The checks above run 4 slices over 3 rows; here 2 uneven slices.
@@ -920,8 +937,12 @@ TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestStatisticsRow) {
 TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestStatisticsTile) {
   this->CheckStatistics(TILE,
       std::vector<double>(kStatisticsK, kStatisticsK + 5), 0.61);
-  this->diagonal_ = false;
+  this->tile_order_ = 0;  // ROW_MAJOR
   this->slices_ = 2;
+  this->CheckStatistics(TILE,
+      std::vector<double>(kStatisticsK, kStatisticsK + 5), 0.61);
+  this->tile_order_ = 2;  // BLOCKS
+  this->slices_ = 3;
   this->CheckStatistics(TILE,
       std::vector<double>(kStatisticsK, kStatisticsK + 5), 0.61);
 }
@@ -958,6 +979,15 @@ TEST_F(ApproxDropoutInnerProductDeathTest, RateOne) {
   p.mutable_approx_dropout_param()->set_dropout_ratio(1);
   ExpectSetupDeath<float>(p, "Layer fc2: approx_dropout_param.dropout_ratio "
                              "must be in \\[0, 1\\), got 1");
+}
+
+TEST_F(ApproxDropoutInnerProductDeathTest, DropConnectUnit) {
+  LayerParameter p = Base();
+  p.mutable_approx_dropout_param()->set_drop_connect_unit(
+      ApproxDropoutParameter_DropConnectUnit_DROP_CONNECT_WEIGHT);
+  ExpectSetupDeath<float>(p, "Layer fc2: approx_dropout_param."
+                             "drop_connect_unit applies to "
+                             "DropConnectInnerProduct only");
 }
 
 TEST_F(ApproxDropoutInnerProductDeathTest, NegativeDistribution) {

@@ -29,6 +29,13 @@ bool KeptWeight(const ApproxDropoutShape& s, const DropoutPattern& p,
   if (s.tile) {
     const int r = j / s.tile_height, c = k / s.tile_width;
     const int C = (s.K + s.tile_width - 1) / s.tile_width;
+    if (s.tile_blocks) {  // tile rows and columns cut like BLOCK units
+      const int R = (s.N + s.tile_height - 1) / s.tile_height;
+      int i = 0, g = 0;
+      while (static_cast<int64_t>(i + 1) * R / p.dp <= r) ++i;
+      while (static_cast<int64_t>(g + 1) * C / p.dp <= c) ++g;
+      return (i + g) % p.dp == p.b;
+    }
     return (s.diagonal ? r + c : r * C + c) % p.dp == p.b;
   }
   return s.input_side ? KeptUnit(k, s.K, p, s.block_layout)
@@ -36,8 +43,9 @@ bool KeptWeight(const ApproxDropoutShape& s, const DropoutPattern& p,
 }
 
 ApproxDropoutShape Shape(int N, int K, bool tile, bool input_side,
-                         bool block, bool diagonal) {
-  ApproxDropoutShape s = {N, K, tile, input_side, block, diagonal, 4, 5};
+                         bool block, bool diagonal, bool tile_blocks = false) {
+  ApproxDropoutShape s = {N, K, tile, input_side, block, diagonal,
+                          tile_blocks, 4, 5};
   return s;
 }
 
@@ -111,10 +119,11 @@ void CheckPlan(const ApproxDropoutShape& s, int rows,
 
 TEST(ApproxDropoutPlanTest, EveryModeCoversTheKeptWeights) {
   // 13 x 12 with 4 x 5 tiles: uneven blocks and short edge tiles.
-  for (int mode = 0; mode < 6; ++mode) {
+  for (int mode = 0; mode < 7; ++mode) {
     const bool tile = mode >= 4;
     const ApproxDropoutShape s = Shape(13, 12, tile, mode == 1 || mode == 3,
-                                       mode == 2 || mode == 3, mode == 5);
+                                       mode == 2 || mode == 3, mode == 5,
+                                       mode == 6);
     for (int dp = 1; dp <= 12; ++dp) {
       for (int S = 1; S <= 5; S += 2) {
         for (int b = 0; b < dp; ++b) {
@@ -177,6 +186,39 @@ TEST(ApproxDropoutPlanTest, BlockLayoutIsViewsOnly) {
             false);
   EXPECT_FALSE(plan.cls(0).groups[0].w_view);
   EXPECT_FALSE(plan.cls(0).groups[0].in.contiguous());
+}
+
+// BLOCKS tiles: every kept block of every slice a view of W, x and y
+// (nothing gathered), at any dp and slice count; a 32 x 32-tiled 2048 x 784
+// layer at dp 3 gives blocks of 22 / 21 / 21 tile rows.
+TEST(ApproxDropoutPlanTest, TileBlocksAreViewsOnly) {
+  for (int dp = 1; dp <= 12; ++dp) {
+    std::vector<DropoutPattern> patterns;
+    const DropoutPattern first = {dp, dp / 2};
+    DropoutPatternSampler::SliceOffsets(first, 4, &patterns);
+    ApproxDropoutPlan plan;
+    plan.Plan(Shape(13, 12, true, false, false, false, true), 9, patterns,
+              NULL, false);
+    EXPECT_EQ(plan.compact_weights(), 0) << "dp " << dp;
+    for (int c = 0; c < plan.num_classes(); ++c) {
+      for (const ApproxDropoutGroup& g : plan.cls(c).groups) {
+        EXPECT_TRUE(g.w_view && g.out.contiguous() && g.in.contiguous())
+            << "dp " << dp;
+      }
+    }
+  }
+  ApproxDropoutShape big = Shape(2048, 784, true, false, false, false, true);
+  big.tile_height = big.tile_width = 32;
+  const DropoutPattern p = {3, 0};
+  ApproxDropoutPlan plan;
+  plan.Plan(big, 128, std::vector<DropoutPattern>(1, p), NULL, false);
+  ASSERT_EQ(plan.cls(0).groups.size(), 3u);
+  // column block 0 (tiles 0-7: inputs 0-255) with row block 0 (tiles 0-20)
+  const ApproxDropoutGroup& g = plan.cls(0).groups[0];
+  EXPECT_EQ(g.in[0], 0);
+  EXPECT_EQ(g.in.size(), 8 * 32);
+  EXPECT_EQ(g.out[0], 0);
+  EXPECT_EQ(g.out.size(), 21 * 32);
 }
 
 // Slices s and s + dp share a class (and its gathered W).

@@ -10,7 +10,8 @@ namespace {
 bool SameShape(const ApproxDropoutShape& a, const ApproxDropoutShape& b) {
   return a.N == b.N && a.K == b.K && a.tile == b.tile &&
          a.input_side == b.input_side && a.block_layout == b.block_layout &&
-         a.diagonal == b.diagonal && a.tile_height == b.tile_height &&
+         a.diagonal == b.diagonal &&
+         a.tile_blocks == b.tile_blocks && a.tile_height == b.tile_height &&
          a.tile_width == b.tile_width;
 }
 

@@ -21,6 +21,8 @@ void CheckApproxDropoutParam(const LayerParameter& layer, int K) {
         !param.has_recurrent_pattern()) << where << "recurrent_dropout_ratio, "
       << "recurrent_pattern_distribution and recurrent_pattern apply to "
       << "ApproxDropoutLSTM only";
+  CHECK(!param.has_drop_connect_unit()) << where << "drop_connect_unit "
+      << "applies to DropConnectInnerProduct only";
   if (param.has_batch_slices()) {
     CHECK_GE(param.batch_slices(), 1) << where << "batch_slices must be >= 1 "
         << "(1 is one pattern for the whole batch), got "
@@ -61,6 +63,8 @@ ApproxDropoutShape ApproxDropoutShapeOf(const ApproxDropoutParameter& param,
                        param.layout() == ApproxDropoutParameter_Layout_BLOCK;
   shape.diagonal =
       param.tile_order() == ApproxDropoutParameter_TileOrder_DIAGONAL;
+  shape.tile_blocks =
+      param.tile_order() == ApproxDropoutParameter_TileOrder_BLOCKS;
   shape.tile_height = param.tile_height();
   shape.tile_width = param.tile_width();
   return shape;

@@ -10,6 +10,11 @@ namespace {
 
 int gcd(int a, int b) { return b == 0 ? a : gcd(b, a % b); }
 
+// First of U units in block i of dp contiguous blocks (the BLOCK layout).
+int BlockBegin(int i, int dp, int U) {
+  return static_cast<int>(static_cast<int64_t>(i) * U / dp);
+}
+
 bool Same(const DropoutPattern& a, const DropoutPattern& b) {
   return a.dp == b.dp && a.b == b.b;
 }
@@ -29,7 +34,21 @@ void ApproxDropoutPlan::PlanGroups(const ApproxDropoutShape& shape,
   if (shape.tile) {
     const int th = shape.tile_height, tw = shape.tile_width;
     const int R = (N + th - 1) / th, C = (K + tw - 1) / tw;
-    for (int g = 0; g < std::min(p.dp, C); ++g) {
+    // BLOCKS: every column block (some are empty when dp > C)
+    const int column_groups = shape.tile_blocks ? p.dp : std::min(p.dp, C);
+    for (int g = 0; g < column_groups; ++g) {
+      if (shape.tile_blocks) {
+        // Column block g of tiles against row block (b - g) mod dp: one
+        // submatrix of W (a view, as are x's columns and y's).
+        const int i = ((p.b - g) % p.dp + p.dp) % p.dp;
+        const int c0 = BlockBegin(g, p.dp, C), c1 = BlockBegin(g + 1, p.dp, C);
+        const int r0 = BlockBegin(i, p.dp, R), r1 = BlockBegin(i + 1, p.dp, R);
+        if (c1 == c0 || r1 == r0) continue;
+        group.in = BlockStride::Range(c0 * tw, std::min(K, c1 * tw), K);
+        group.out = BlockStride::Range(r0 * th, std::min(N, r1 * th), N);
+        groups.push_back(group);
+        continue;
+      }
       // The kept tiles whose column c has c % dp == g: one GEMM.
       const BlockStride in = {g, p.dp, tw, K, 0};
       group.in = in;
