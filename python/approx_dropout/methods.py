@@ -39,9 +39,9 @@ METHOD_HELP = ("stock; rdp / rdp_sS: strided layout (the paper's; unit j kept if
                "next, which skips the inputs it drops (the classifier too); "
                "rdp_strided_prop / rdp_strided_prop_sS: the same with the strided layout; "
                "rdp_paper: the paper's RDP (strided, its searched distribution, one "
-               "pattern per batch); tdp / tdp_sS: the layer's defaults / S slices "
-               "(diagonal tiles); tdp_blocks / tdp_blocks_sS: tiles in dp x dp blocks of "
-               "contiguous tiles (every kept block a view), 1 / S slices; "
+               "pattern per batch); tdp / tdp_sS: diagonal tiles, 1 (the layer's "
+               "defaults) / S slices; tdp_blocks / tdp_blocks_sS: tiles in dp x dp blocks "
+               "of contiguous tiles (every kept block a view), 1 / S slices; "
                "tdp_s1_rowmajor: the paper's TDP (row-major tiles, one pattern per batch); "
                "baselines for TDP: dropconnect_tile / "
                "dropconnect_weight / _sS: Bernoulli DropConnect of 32 x 32 tiles or of "
@@ -85,10 +85,10 @@ def method_settings(method: str) -> MethodSettings:
         return MethodSettings("rdp", fields, False, propagate)
     tdp = _TDP_METHOD.fullmatch(method)
     if tdp:  # TILE has no layout (the layer refuses one)
-        fields = {"batch_slices": int(tdp.group("slices"))} if tdp.group("slices") else {}
-        if tdp.group("blocks"):
-            fields = {"tile_order": "BLOCKS", "batch_slices": int(tdp.group("slices") or 1)}
-        return MethodSettings("tdp", fields, False)
+        # named, so that a method keeps its tiles whatever the default becomes
+        order = "BLOCKS" if tdp.group("blocks") else "DIAGONAL"
+        return MethodSettings("tdp", {"tile_order": order,
+                                      "batch_slices": int(tdp.group("slices") or 1)}, False)
     drop_connect = _DROP_CONNECT_METHOD.fullmatch(method)
     if drop_connect:
         return MethodSettings("dropconnect", {

@@ -369,8 +369,8 @@ class PairCase:
     def slices(param: dict[str, Any]) -> int:
         if "batch_slices" in param:
             return param["batch_slices"]
-        if param.get("pattern") == "TILE":
-            return 1
+        if param.get("pattern") == "TILE":  # BLOCKS' slices are views
+            return 4 if param.get("tile_order") == "BLOCKS" else 1
         output = param.get("side", "OUTPUT") == "OUTPUT"
         return 1 if output and np.float32(param.get("dropout_ratio", 0.5)) <= 0.5 else 2
 

@@ -46,7 +46,11 @@ def test_methods_name_their_settings():
         "tdp", {"batch_slices": 1, "tile_order": "ROW_MAJOR"}, False, False)
     assert methods.method_settings("rdp_paper") == (
         "rdp", {"batch_slices": 1, "layout": "STRIDED"}, True, False)
-    assert methods.method_settings("tdp") == ("tdp", {}, False, False)  # TILE: no layout
+    # TILE: no layout; tdp names the diagonal tiles it was recorded with
+    assert methods.method_settings("tdp") == (
+        "tdp", {"tile_order": "DIAGONAL", "batch_slices": 1}, False, False)
+    assert methods.method_settings("tdp_s4").fields == {"tile_order": "DIAGONAL",
+                                                         "batch_slices": 4}
     assert methods.method_settings("stock") == ("stock", {}, False, False)
     # the new ones
     assert methods.method_settings("rdp_block") == (
@@ -100,6 +104,7 @@ def test_method_labels_say_layout_slices_and_propagation():
     assert label("tdp_s16") == "TDP, diagonal, 16 slices"
     assert label("tdp_s1_rowmajor") == "TDP, row-major, 1 pattern/batch (paper)"
     assert label("tdp_blocks_s4") == "TDP, blocks, 4 slices"
+    assert label("tdp") == "TDP (default: diagonal, 1 pattern/batch)"
     assert label("tdp_blocks") == "TDP, blocks, 1 pattern/batch"
     assert label("dropconnect_tile") == "Bernoulli DropConnect, 32 x 32 tiles, 1 mask/batch"
     assert label("dropconnect_weight_s4") == "Bernoulli DropConnect, weights, 4 slices"

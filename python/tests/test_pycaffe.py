@@ -31,7 +31,10 @@ def test_approx_dropout_parameter_fields(caffe_pb2):
                       "pattern_distribution": 4, "tile_height": 5, "tile_width": 6,
                       "batch_slices": 7, "tile_order": 8, "layout": 9,
                       "recurrent_dropout_ratio": 10, "recurrent_pattern_distribution": 11,
-                      "recurrent_pattern": 12}
+                      "recurrent_pattern": 12, "drop_connect_unit": 13}
+    assert msg.drop_connect_unit == caffe_pb2.ApproxDropoutParameter.DROP_CONNECT_TILE
+    assert caffe_pb2.ApproxDropoutParameter.DROP_CONNECT_WEIGHT == 1
+    assert caffe_pb2.ApproxDropoutParameter.BLOCKS == 2
     assert caffe_pb2.ApproxDropoutParameter.STRIDED == 0
     assert caffe_pb2.ApproxDropoutParameter.BLOCK == 1
     assert caffe_pb2.ApproxDropoutParameter.PER_SEQUENCE == 1

@@ -136,11 +136,12 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         delta = "—" if r["method"] == "stock" or r["delta_pp"] is None else f"{r['delta_pp']:+.2f} pp"
         speed = "—" if r["speedup"] is None else f"{r['speedup']:.2f}×"
+        mixed = " (mixed machines)" if len(r["cpus"]) > 1 else ""
         lines.append(f"| {r['model']} | {r['rate']:g} | {method_label(r['method'])} | "
                      f"{r['seeds']} | "
                      f"{100 * r['final_accuracy']:.2f} % ± {100 * r['final_accuracy_std']:.2f} | "
                      f"{delta} | {100 * r['best_accuracy']:.2f} % | "
-                     f"{r['ms_per_iteration']:.1f} | {speed} |")
+                     f"{r['ms_per_iteration']:.1f}{mixed} | {speed} |")
     return "\n".join(lines) + "\n"
 
 

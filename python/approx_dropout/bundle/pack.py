@@ -50,9 +50,12 @@ ELF_FILES = ("lib/libcaffe.so", "tools/caffe", "test/caffe_tests", "python/caffe
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # approx_dropout/, copied whole
 MLP_HIDDEN = ((1024, 64), (1024, 1024), (2048, 2048), (4096, 4096))  # paper Table I
 MLP_RATE = 0.7
-# the layers' defaults (BLOCK, with and without propagation) beside the
-# strided layout and the paper's settings (one pattern per batch, row-major tiles)
-MLP_METHODS = ("stock", "rdp_block", "rdp_prop", "rdp", "rdp_s1", "tdp", "tdp_s1_rowmajor")
+# the layers' defaults (BLOCK, with and without propagation; diagonal tiles)
+# beside the strided layout, block tiles with 4 slices (no gathers; their
+# speed on a GPU is unmeasured) and the paper's settings (one pattern per
+# batch, row-major tiles)
+MLP_METHODS = ("stock", "rdp_block", "rdp_prop", "rdp", "rdp_s1", "tdp_blocks_s4", "tdp",
+               "tdp_s1_rowmajor")
 LM_RATES = (0.3, 0.5, 0.7)                                         # paper Table II
 # LSTM LM methods (approx_dropout.methods): input dropout, and ROW with
 # recurrent dropout (per step) at the same rate

@@ -40,6 +40,7 @@ from ..patterns.search import LAYER_RATE_TOLERANCE
 
 ROW, TILE = 0, 1        # ApproxDropoutParameter.Pattern
 OUTPUT, INPUT = 0, 1    # ApproxDropoutParameter.Side
+TILE_BLOCKS = 2         # ApproxDropoutParameter.TileOrder BLOCKS
 PATTERN_COLUMNS = 4     # a pattern top's row: (dp, b, layout code, units)
 RECURRENT_FIELDS = ("recurrent_dropout_ratio", "recurrent_pattern_distribution",
                     "recurrent_pattern")
@@ -183,12 +184,13 @@ def trim(k: Sequence[float]) -> list[float]:
 
 
 def default_batch_slices(param) -> int:
-    """The C++ DefaultBatchSlices: 1 for TILE and for ROW dropping outputs at
-    dropout_ratio <= 0.5 (float32, as the layer reads it), else 2."""
+    """The C++ DefaultBatchSlices: 4 for TILE in tile_order BLOCKS, 1 for
+    other TILE and for ROW dropping outputs at dropout_ratio <= 0.5 (float32,
+    as the layer reads it), else 2."""
     import numpy as np  # the float32 comparison the layer makes
 
     if param.pattern == TILE:
-        return 1
+        return 4 if param.tile_order == TILE_BLOCKS else 1
     if param.side == OUTPUT and np.float32(param.dropout_ratio) <= np.float32(0.5):
         return 1
     return 2

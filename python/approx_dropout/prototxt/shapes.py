@@ -205,6 +205,7 @@ def _slice(layer, b: Shape) -> list[Optional[Shape]]:
 
 ONE_BOTTOM: dict[str, Callable[..., list[Optional[Shape]]]] = {
     "InnerProduct": _inner_product, "ApproxDropoutInnerProduct": _inner_product,
+    "DropConnectInnerProduct": _inner_product,
     "Reshape": _reshape, "Flatten": _flatten,
     "Convolution": _convolution, "Deconvolution": _convolution,
     "Pooling": _pooling, "Slice": _slice,

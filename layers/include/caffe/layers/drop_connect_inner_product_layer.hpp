@@ -61,7 +61,7 @@ class DropConnectInnerProductLayer : public Layer<Dtype> {
  private:
   // First batch row of slice s.
   int SliceBegin(int s) const;
-  // masked_w_ = s W . mask of slice s (then masked_slice_ = s).
+  // masked_w_ = s W . mask of slice s.
   void MaskWeights(int s);
 
   int M_, K_, N_;
@@ -74,7 +74,6 @@ class DropConnectInnerProductLayer : public Layer<Dtype> {
   // One byte per mask unit, slice after slice (unit_rows_ x unit_cols_ each).
   std::vector<unsigned char> mask_;
   Blob<Dtype> masked_w_, w_grad_;  // N x K each
-  int masked_slice_;  // whose masked W masked_w_ holds; -1: none
   Blob<Dtype> bias_multiplier_;
 };
 

@@ -20,8 +20,9 @@ void CheckApproxDropoutParam(const LayerParameter& layer, int K);
 ApproxDropoutShape ApproxDropoutShapeOf(const ApproxDropoutParameter& param,
                                         int num_output, int K);
 
-// batch_slices when unset: 1 for TILE and for ROW dropping outputs at
-// dropout_ratio <= 0.5, else 2 (the measurements are in the definition).
+// batch_slices when unset: 4 for TILE in tile_order BLOCKS, 1 for other TILE
+// and for ROW dropping outputs at dropout_ratio <= 0.5, else 2 (the
+// measurements are in the definition).
 int DefaultBatchSlices(const ApproxDropoutParameter& param);
 
 }  // namespace caffe

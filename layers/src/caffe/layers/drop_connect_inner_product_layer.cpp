@@ -37,8 +37,8 @@ void CheckDropConnectParam(const LayerParameter& layer, int K) {
     CHECK_GE(param.batch_slices(), 1) << where << "batch_slices must be >= 1 "
         << "(1 is one mask for the whole batch), got "
         << param.batch_slices();
-    CHECK_LE(param.batch_slices(), 1u << 16) << where << "batch_slices ("
-        << param.batch_slices() << ") is absurdly large (a mask of W each)";
+    CHECK_LE(param.batch_slices(), 1u << 20) << where << "batch_slices ("
+        << param.batch_slices() << ") is absurdly large";
   }
   if (param.drop_connect_unit() ==
       ApproxDropoutParameter_DropConnectUnit_DROP_CONNECT_WEIGHT) {
@@ -79,8 +79,13 @@ void DropConnectInnerProductLayer<Dtype>::LayerSetUp(
   unit_rows_ = (N_ + tile_h_ - 1) / tile_h_;
   unit_cols_ = (K_ + tile_w_ - 1) / tile_w_;
   masked_ = false;
-  masked_slice_ = -1;
-  mask_.assign(static_cast<size_t>(slices_) * unit_rows_ * unit_cols_, 1);
+  // one byte per mask unit and slice: refuse what could not be allocated
+  const double mask_bytes = static_cast<double>(slices_) * unit_rows_ *
+                            unit_cols_;
+  CHECK_LE(mask_bytes, 1 << 30) << "Layer " << this->layer_param_.name()
+      << ": approx_dropout_param.batch_slices (" << slices_ << ") needs "
+      << mask_bytes << " bytes of masks (more than 1 GiB)";
+  mask_.assign(static_cast<size_t>(mask_bytes), 1);
 
   if (this->blobs_.size() > 0) {
     LOG(INFO) << "Skipping parameter initialization";
@@ -153,7 +158,6 @@ void DropConnectInnerProductLayer<Dtype>::MaskWeights(int s) {
       for (int k = k0; k < k1; ++k) masked[j * K_ + k] = gate * w[j * K_ + k];
     }
   }
-  masked_slice_ = s;
 }
 
 template <typename Dtype>
@@ -173,7 +177,6 @@ void DropConnectInnerProductLayer<Dtype>::Forward_cpu(
     for (size_t i = 0; i < mask_.size(); ++i) {
       mask_[i] = static_cast<uint64_t>((*rng)()) < threshold;
     }
-    masked_slice_ = -1;
     for (int s = 0; s < slices_; ++s) {
       const int m0 = SliceBegin(s), rows = SliceBegin(s + 1) - m0;
       if (rows == 0) continue;
@@ -214,8 +217,7 @@ void DropConnectInnerProductLayer<Dtype>::Backward_cpu(
     }
     return;
   }
-  // last slice first: its masked W is still in the buffer from the forward
-  for (int s = slices_ - 1; s >= 0; --s) {
+  for (int s = 0; s < slices_; ++s) {
     const int m0 = SliceBegin(s), rows = SliceBegin(s + 1) - m0;
     if (rows == 0) continue;
     if (this->param_propagate_down_[0]) {
@@ -237,7 +239,7 @@ void DropConnectInnerProductLayer<Dtype>::Backward_cpu(
       }
     }
     if (propagate_down[0]) {
-      if (masked_slice_ != s) MaskWeights(s);
+      MaskWeights(s);  // from W as it is now, as dW is
       caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasNoTrans, rows, K_, N_,
                             Dtype(1), dy + m0 * N_, masked_w_.cpu_data(),
                             Dtype(0), bottom[0]->mutable_cpu_diff() + m0 * K_);

@@ -589,20 +589,30 @@ TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestPatternTopInTestPhase) {
 }
 
 // batch_slices unset (DefaultBatchSlices): ROW dropping outputs takes 1
-// slice up to p = 0.5 and 2 above; ROW on the input side 2; TILE 1.
+// slice up to p = 0.5 and 2 above; ROW on the input side 2; TILE 4 in the
+// BLOCKS order, else 1.
 TYPED_TEST(ApproxDropoutInnerProductLayerTest, TestDefaultSlices) {
   typedef typename TypeParam::Dtype Dtype;
-  struct Case { Mode mode; float ratio; int want; };
-  const Case cases[] = {{ROW_OUTPUT, 0.5, 1}, {ROW_OUTPUT, 0.3, 1},
-                        {ROW_OUTPUT, 0.0, 1}, {ROW_OUTPUT, 0.51, 2},
-                        {ROW_OUTPUT, 0.7, 2}, {ROW_INPUT, 0.5, 2},
-                        {ROW_INPUT, 0.3, 2}, {TILE, 0.5, 1}, {TILE, 0.7, 1}};
+  // order: TILE's tile_order, -1 unset (DIAGONAL)
+  struct Case { Mode mode; float ratio; int want; int order; };
+  const Case cases[] = {{ROW_OUTPUT, 0.5, 1, 0}, {ROW_OUTPUT, 0.3, 1, 0},
+                        {ROW_OUTPUT, 0.0, 1, 0}, {ROW_OUTPUT, 0.51, 2, 0},
+                        {ROW_OUTPUT, 0.7, 2, 0}, {ROW_INPUT, 0.5, 2, 0},
+                        {ROW_INPUT, 0.3, 2, 0}, {TILE, 0.5, 1, 1},
+                        {TILE, 0.7, 1, 0}, {TILE, 0.7, 1, -1},
+                        {TILE, 0.3, 4, 2}};
   vector<Blob<Dtype>*> tops(this->blob_top_vec_);
   tops.push_back(this->blob_pattern_);
   for (const Case& c : cases) {
     LayerParameter p = this->Param(c.mode, true, c.ratio);
     p.mutable_approx_dropout_param()->clear_batch_slices();
     p.mutable_approx_dropout_param()->clear_pattern_distribution();
+    if (c.mode == TILE && c.order < 0) {
+      p.mutable_approx_dropout_param()->clear_tile_order();
+    } else if (c.mode == TILE) {
+      p.mutable_approx_dropout_param()->set_tile_order(
+          static_cast<ApproxDropoutParameter_TileOrder>(c.order));
+    }
     p.set_phase(TRAIN);
     ApproxDropoutInnerProductLayer<Dtype> layer(p);
     layer.SetUp(this->blob_bottom_vec_, tops);

@@ -265,9 +265,14 @@ TYPED_TEST(ApproxDropoutLazyUpdateTest, TestLayoutsPatternsAndSlices) {
   this->Compare(this->MlpNet("layout: STRIDED", "layout: STRIDED"), "", 200);
   this->Compare(this->MlpNet("batch_slices: 3"), "", 200);
   this->Compare(this->MlpNet("", "side: INPUT", false), "", 200);
+  // TILE: DIAGONAL (the default) and BLOCKS (4 slices)
   this->Compare(this->MlpNet("pattern: TILE tile_height: 8 tile_width: 4",
                              "pattern: TILE tile_height: 16 tile_width: 16",
                              false), "", 200);
+  this->Compare(this->MlpNet("pattern: TILE tile_height: 8 tile_width: 4 "
+                             "tile_order: BLOCKS",
+                             "pattern: TILE tile_height: 16 tile_width: 16 "
+                             "tile_order: BLOCKS", false), "", 200);
   this->Compare(this->MlpNet("batch_slices: 1", "batch_slices: 1", false), "",
                 200);
 }

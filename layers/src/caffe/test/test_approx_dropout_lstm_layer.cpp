@@ -10,6 +10,7 @@
 #include "caffe/filler.hpp"
 #include "caffe/layers/approx_dropout_lstm_layer.hpp"
 #include "caffe/layers/lstm_layer.hpp"
+#include "caffe/util/approx_dropout_param.hpp"
 #include "caffe/util/math_functions.hpp"
 
 #include "caffe/test/approx_dropout_test_util.hpp"
@@ -290,6 +291,29 @@ TYPED_TEST(ApproxDropoutLSTMLayerTest, TestSetUp) {
   EXPECT_EQ(layer.blobs()[0]->shape(1), this->kK);
   ASSERT_TRUE(layer.input_transform() != NULL);
   EXPECT_EQ(layer.input_transform()->sampler().dropout_ratio(), 0.5f);
+}
+
+// Tiles of W_xc take tile_order and its default slices to the inner layer:
+// unset, DIAGONAL with one slice; BLOCKS with four.
+TYPED_TEST(ApproxDropoutLSTMLayerTest, TestTileOrderDefault) {
+  typedef typename TypeParam::Dtype Dtype;
+  for (int set = 0; set < 2; ++set) {
+    LayerParameter p = this->Param(true);
+    p.mutable_approx_dropout_param()->clear_batch_slices();
+    p.mutable_approx_dropout_param()->clear_tile_order();
+    if (set) {
+      p.mutable_approx_dropout_param()->set_tile_order(
+          ApproxDropoutParameter_TileOrder_BLOCKS);
+    }
+    ApproxDropoutLSTMLayer<Dtype> layer(p);
+    layer.SetUp(this->bottom_, this->top_);
+    ASSERT_TRUE(layer.input_transform() != NULL);
+    const ApproxDropoutParameter& inner =
+        layer.input_transform()->layer_param().approx_dropout_param();
+    EXPECT_EQ(inner.tile_order(), set ? ApproxDropoutParameter_TileOrder_BLOCKS
+                                      : ApproxDropoutParameter_TileOrder_DIAGONAL);
+    EXPECT_EQ(DefaultBatchSlices(inner), set ? 4 : 1);
+  }
 }
 
 TYPED_TEST(ApproxDropoutLSTMLayerTest, TestRowMatchesMaskedInput) {

@@ -190,7 +190,7 @@ TEST(ApproxDropoutPlanTest, BlockLayoutIsViewsOnly) {
 
 // BLOCKS tiles: every kept block of every slice a view of W, x and y
 // (nothing gathered), at any dp and slice count; a 32 x 32-tiled 2048 x 784
-// layer at dp 3 gives blocks of 22 / 21 / 21 tile rows.
+// layer at dp 3 gives blocks of 21 / 21 / 22 tile rows.
 TEST(ApproxDropoutPlanTest, TileBlocksAreViewsOnly) {
   for (int dp = 1; dp <= 12; ++dp) {
     std::vector<DropoutPattern> patterns;
