@@ -36,7 +36,8 @@ from ..harness import caffe_time
 
 # Ours: the typed tests' device is the /N suffix (0, 1: CPU float/double;
 # 2, 3: GPU float/double); the sampler, search-table and death tests run once.
-OURS = ["ApproxDropoutInnerProductLayerTest", "ApproxDropoutLSTMLayerTest"]
+OURS = ["ApproxDropoutInnerProductLayerTest", "ApproxDropoutLSTMLayerTest",
+        "DropConnectInnerProductLayerTest"]  # host code, also in GPU mode
 DEVICE_FREE = ("*DeathTest*:DropoutPattern*:DefaultPatternDistribution*:"
                "ApproxDropoutOpsTest*")
 # GPU runs only: the GPU primitives against the CPU ones
