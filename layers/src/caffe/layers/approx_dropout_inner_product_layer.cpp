@@ -1,11 +1,11 @@
 #include <string>
 #include <vector>
 
-#include "caffe/filler.hpp"
 #include "caffe/layers/approx_dropout_inner_product_layer.hpp"
 #include "caffe/util/approx_dropout_lazy_update.hpp"
 #include "caffe/util/approx_dropout_param.hpp"
 #include "caffe/util/approx_dropout_pattern_top.hpp"
+#include "caffe/util/inner_product_setup.hpp"
 #include "caffe/util/math_functions.hpp"
 
 namespace caffe {
@@ -33,25 +33,7 @@ void ApproxDropoutInnerProductLayer<Dtype>::LayerSetUp(
   propagated_ = input_block_ = false;
   if (bottom.size() > 1) SetUpPatternBottom(*bottom[1], true);
 
-  if (this->blobs_.size() > 0) {
-    LOG(INFO) << "Skipping parameter initialization";
-  } else {
-    this->blobs_.resize(bias_term_ ? 2 : 1);
-    vector<int> weight_shape(2);
-    weight_shape[0] = N_;
-    weight_shape[1] = K_;
-    this->blobs_[0].reset(new Blob<Dtype>(weight_shape));
-    shared_ptr<Filler<Dtype> > weight_filler(GetFiller<Dtype>(
-        ip.weight_filler()));
-    weight_filler->Fill(this->blobs_[0].get());
-    if (bias_term_) {
-      vector<int> bias_shape(1, N_);
-      this->blobs_[1].reset(new Blob<Dtype>(bias_shape));
-      shared_ptr<Filler<Dtype> > bias_filler(GetFiller<Dtype>(
-          ip.bias_filler()));
-      bias_filler->Fill(this->blobs_[1].get());
-    }
-  }
+  SetUpInnerProductBlobs(this->layer_param_, K_, &this->blobs_);
   this->param_propagate_down_.resize(this->blobs_.size(), true);
   // A pattern writes only the kept part of the weight gradient. Pages of a
   // never-written diff stay unmapped until first touched, so without this the
@@ -77,16 +59,7 @@ int ApproxDropoutInnerProductLayer<Dtype>::units() const {
 template <typename Dtype>
 void ApproxDropoutInnerProductLayer<Dtype>::Reshape(
     const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
-  const int axis = bottom[0]->CanonicalAxisIndex(
-      this->layer_param_.inner_product_param().axis());
-  CHECK_EQ(K_, bottom[0]->count(axis)) << "Layer "
-      << this->layer_param_.name() << ": input size incompatible with "
-      << "inner product parameters";
-  M_ = bottom[0]->count(0, axis);
-  vector<int> top_shape = bottom[0]->shape();
-  top_shape.resize(axis + 1);
-  top_shape[axis] = N_;
-  top[0]->Reshape(top_shape);
+  M_ = ReshapeInnerProductTop(this->layer_param_, K_, *bottom[0], top[0]);
   if (top.size() > 1) {
     vector<int> pattern_shape(2);
     pattern_shape[0] = batch_slices_;

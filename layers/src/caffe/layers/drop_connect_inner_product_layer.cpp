@@ -4,8 +4,8 @@
 #include <string>
 #include <vector>
 
-#include "caffe/filler.hpp"
 #include "caffe/layers/drop_connect_inner_product_layer.hpp"
+#include "caffe/util/inner_product_setup.hpp"
 #include "caffe/util/math_functions.hpp"
 #include "caffe/util/rng.hpp"
 
@@ -87,24 +87,7 @@ void DropConnectInnerProductLayer<Dtype>::LayerSetUp(
       << mask_bytes << " bytes of masks (more than 1 GiB)";
   mask_.assign(static_cast<size_t>(mask_bytes), 1);
 
-  if (this->blobs_.size() > 0) {
-    LOG(INFO) << "Skipping parameter initialization";
-  } else {
-    this->blobs_.resize(bias_term_ ? 2 : 1);
-    vector<int> weight_shape(2);
-    weight_shape[0] = N_;
-    weight_shape[1] = K_;
-    this->blobs_[0].reset(new Blob<Dtype>(weight_shape));
-    shared_ptr<Filler<Dtype> > weight_filler(GetFiller<Dtype>(
-        ip.weight_filler()));
-    weight_filler->Fill(this->blobs_[0].get());
-    if (bias_term_) {
-      this->blobs_[1].reset(new Blob<Dtype>(vector<int>(1, N_)));
-      shared_ptr<Filler<Dtype> > bias_filler(GetFiller<Dtype>(
-          ip.bias_filler()));
-      bias_filler->Fill(this->blobs_[1].get());
-    }
-  }
+  SetUpInnerProductBlobs(this->layer_param_, K_, &this->blobs_);
   this->param_propagate_down_.resize(this->blobs_.size(), true);
   vector<int> weight_shape(2);
   weight_shape[0] = N_;
@@ -116,16 +99,7 @@ void DropConnectInnerProductLayer<Dtype>::LayerSetUp(
 template <typename Dtype>
 void DropConnectInnerProductLayer<Dtype>::Reshape(
     const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
-  const int axis = bottom[0]->CanonicalAxisIndex(
-      this->layer_param_.inner_product_param().axis());
-  CHECK_EQ(K_, bottom[0]->count(axis)) << "Layer "
-      << this->layer_param_.name() << ": input size incompatible with "
-      << "inner product parameters";
-  M_ = bottom[0]->count(0, axis);
-  vector<int> top_shape = bottom[0]->shape();
-  top_shape.resize(axis + 1);
-  top_shape[axis] = N_;
-  top[0]->Reshape(top_shape);
+  M_ = ReshapeInnerProductTop(this->layer_param_, K_, *bottom[0], top[0]);
   if (bias_term_) {
     bias_multiplier_.Reshape(vector<int>(1, M_));
     caffe_set(M_, Dtype(1), bias_multiplier_.mutable_cpu_data());
