@@ -32,6 +32,10 @@ if command -v ccache >/dev/null; then
   # Paths below the checkout are hashed relative to it, so that clones in other
   # folders (CI) share cache entries; contents and flags are still hashed.
   export CCACHE_BASEDIR=$PWD
+  # The precompiled header (CMakeLists.txt): ccache caches compiles that use
+  # it only when told to ignore __TIME__-style macros and the header's
+  # #defines; the .gch file itself is still hashed into every entry.
+  export CCACHE_SLOPPINESS=${CCACHE_SLOPPINESS:+$CCACHE_SLOPPINESS,}pch_defines,time_macros
 fi
 if [[ $variant == cuda ]]; then
   command -v nvcc >/dev/null || export PATH=/usr/local/cuda/bin:$PATH

@@ -34,7 +34,11 @@ def describe_machine(gpu: int | None = None) -> str:
                 model = line.split(":", 1)[1].strip()
                 break
     device = f"GPU {gpu}" if gpu is not None else "CPU mode"
-    return f"{model}, {os.cpu_count()} cores, {device}"
+    # A capped BLAS (e.g. two runs sharing the cores) is another machine as
+    # far as times go: summaries compare times only within one description.
+    threads = os.environ.get("OPENBLAS_NUM_THREADS")
+    blas = f", OPENBLAS_NUM_THREADS={threads}" if threads else ""
+    return f"{model}, {os.cpu_count()} cores{blas}, {device}"
 
 
 def save(out: Path, stem: str, result: dict[str, Any], gpu: int | None,

@@ -10,6 +10,7 @@
 #include "caffe/util/approx_dropout_compact_buffers.hpp"
 #include "caffe/util/approx_dropout_ops.hpp"
 #include "caffe/util/approx_dropout_pattern.hpp"
+#include "caffe/util/approx_dropout_pattern_top.hpp"
 #include "caffe/util/approx_dropout_plan.hpp"
 
 namespace caffe {
@@ -53,9 +54,8 @@ template <typename Dtype>
 class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
  public:
   explicit ApproxDropoutInnerProductLayer(const LayerParameter& param)
-      : Layer<Dtype>(param), fixed_(false), pattern_top_(NULL),
+      : Layer<Dtype>(param), pattern_top_(this),
         bufs_(new ApproxDropoutSharedBuffers<Dtype>()) {}
-  virtual ~ApproxDropoutInnerProductLayer();
   virtual void LayerSetUp(const vector<Blob<Dtype>*>& bottom,
       const vector<Blob<Dtype>*>& top);
   virtual void Reshape(const vector<Blob<Dtype>*>& bottom,
@@ -75,7 +75,7 @@ class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
 
   // Use this iteration pattern (dp, b) for every TRAIN forward instead of
   // sampling (tests and tools); slice s then uses (dp, (b + s) % dp). dp must
-  // be in [1, number of units], b in [0, dp).
+  // be in [1, number of units], b in [0, dp). Call after SetUp.
   void FixPattern(int dp, int b);
   // The iteration pattern of the last forward pass (slice 0's).
   const DropoutPattern& pattern() const { return pattern_; }
@@ -121,25 +121,18 @@ class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
     int m0, rows;        // the slice's rows of the batch
     Dtype* x_compact;    // the gathered columns g.in of x (dx in backward)
     Dtype* y_compact;    // the columns g.out of y (dy)
+    int ldx, ldy;        // x's and y's leading dimensions, compact or not
     const Dtype* w;      // W[g.out, g.in], leading dimension g.ldw
   };
   GroupOperands Operands(const ApproxDropoutOps<Dtype>& ops,
                          const ApproxDropoutClass& cls,
                          const ApproxDropoutGroup& g, int slice);
-  // Checks the pattern bottom and takes its layout; a check that needs the
-  // producer's data may wait for the first forward.
-  void SetUpPatternBottom(const Blob<Dtype>& pattern, bool at_setup);
   void WritePatternTop(Blob<Dtype>* top) const;
-  // This iteration's slice patterns (sampled, fixed, or dp = 1 in TEST)...
-  void SamplePatterns();
-  // ... and the GEMM groups they (and the producer's pattern) leave.
-  void PlanIteration(const vector<Blob<Dtype>*>& bottom);
   void ForwardWith(const ApproxDropoutOps<Dtype>& ops,
       const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top);
   void BackwardWith(const ApproxDropoutOps<Dtype>& ops,
       const vector<Blob<Dtype>*>& top, const vector<bool>& propagate_down,
       const vector<Blob<Dtype>*>& bottom);
-  int units() const;
   // The plan's parts of the weights and bias: caught up (before reading
   // them) or reported written (after backward wrote their diff).
   void VisitLazyParams(bool written, bool weights, bool bias);
@@ -151,17 +144,10 @@ class ApproxDropoutInnerProductLayer : public Layer<Dtype> {
   bool drops_outputs_;  // ROW, side OUTPUT: dropped neurons lose their bias
   int batch_slices_;    // S of the TRAIN phase
   shared_ptr<DropoutPatternSampler> sampler_;
-  bool fixed_;
-  DropoutPattern fixed_pattern_, pattern_;
-  vector<DropoutPattern> slice_patterns_;
-  // Pattern propagation: the producer's slice patterns, in its layout.
-  bool propagated_, input_block_, pattern_checked_;
-  vector<DropoutPattern> input_patterns_;
-  // The segments of the batch where this layer's and the producer's slice
-  // patterns are both constant (their slice counts may differ).
-  vector<int> seg_bounds_;
-  vector<DropoutPattern> seg_patterns_, seg_inputs_;
-  const void* pattern_top_;  // the data registered as this layer's pattern top
+  DropoutPattern pattern_;
+  vector<DropoutPattern> slice_patterns_;  // this iteration's
+  ApproxDropoutPatternTopOwner pattern_top_;  // a producer's second top
+  ApproxDropoutPatternBottom pattern_bottom_;  // a consumer's second bottom
   ApproxDropoutPlan plan_;  // this iteration's
   Dtype scale_;
   // Preallocated compact operands (no allocation per iteration; memory is

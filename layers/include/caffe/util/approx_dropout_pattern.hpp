@@ -111,6 +111,17 @@ class DropoutPatternSampler {
   static void SliceOffsets(const DropoutPattern& first, int slices,
                            std::vector<DropoutPattern>* out);
 
+  // Use (dp, b) for every TRAIN iteration instead of sampling (tests, tools
+  // and the LSTM's per-sequence patterns). CHECK-fails unless 1 <= dp <=
+  // the number of units and 0 <= b < dp.
+  void Fix(int dp, int b);
+  // One iteration's slice patterns. TRAIN: the slice offsets (SliceOffsets)
+  // of the fixed pattern, else of one Sample(); a distribution certain of
+  // dp = 1 (rate 0) draws nothing, so that a layer that only skips leaves
+  // Caffe's random stream as it was. TEST: one {1, 0}.
+  void IterationPatterns(bool train, int slices,
+                         std::vector<DropoutPattern>* out) const;
+
   // The dp that a uniform u in [0, 1] selects: the smallest i with
   // k_1 + .. + k_i > u, and the largest dp with k > 0 for u >= 1. Never a
   // dp of probability 0.
@@ -127,6 +138,9 @@ class DropoutPatternSampler {
   static double Uniform();
 
   float ratio_;
+  int num_units_;
+  bool fixed_;
+  DropoutPattern fixed_pattern_;
   std::vector<double> k_;
   std::vector<double> cdf_;
 };

@@ -6,6 +6,7 @@
 
 #include "caffe/blob.hpp"
 #include "caffe/util/approx_dropout_pattern.hpp"
+#include "caffe/util/approx_dropout_plan.hpp"
 
 namespace caffe {
 
@@ -52,6 +53,61 @@ class ApproxDropoutPatternTop {
   static bool CheckBottom(const Blob<Dtype>& pattern, const std::string& name,
                           const std::string& blob, bool can_consume, int K,
                           bool at_setup, bool* input_block);
+};
+
+// A producer's registration of its pattern top: follows the top's data
+// across reshapes and is forgotten with the layer.
+class ApproxDropoutPatternTopOwner {
+ public:
+  explicit ApproxDropoutPatternTopOwner(const void* layer)
+      : layer_(layer), data_(NULL) {}
+  ~ApproxDropoutPatternTopOwner();
+  // Shapes top to slices x kColumns and registers its data for `name`.
+  // Returns true when that data is new (a reallocating Reshape replaced it):
+  // the caller writes it at once, so that consumers set up next can check
+  // the wiring.
+  template <typename Dtype>
+  bool Reshape(int slices, const std::string& name, Blob<Dtype>* top);
+
+ private:
+  const void* layer_;
+  const void* data_;
+};
+
+// A consumer's side: its pattern bottom's checks and, every iteration, the
+// segments of the batch where its own slice patterns and the producer's are
+// both constant (the two may cut the batch differently, or run in different
+// phases), planned so that wiring never changes what is computed.
+class ApproxDropoutPatternBottom {
+ public:
+  ApproxDropoutPatternBottom()
+      : wired_(false), checked_(false), input_block_(false), K_(0),
+        can_consume_(false) {}
+  // At LayerSetUp of consumer `name` (blob: the bottom's name; K, can_consume
+  // as for CheckBottom). A check that needs the producer's data may wait for
+  // the first Plan.
+  template <typename Dtype>
+  void SetUp(const Blob<Dtype>& pattern, const std::string& name,
+             const std::string& blob, bool can_consume, int K);
+  // This iteration's plan: rows of M, `patterns` the consumer's slices; the
+  // producer's rows are read from `pattern`.
+  template <typename Dtype>
+  void Plan(const Blob<Dtype>& pattern, const ApproxDropoutShape& shape,
+            int M, const std::vector<DropoutPattern>& patterns,
+            ApproxDropoutPlan* plan);
+
+  bool wired() const { return wired_; }      // SetUp was called
+  bool checked() const { return checked_; }  // the producer is known
+  // The producer's layout is BLOCK (known once checked()).
+  bool input_block() const { return input_block_; }
+
+ private:
+  bool wired_, checked_, input_block_;
+  std::string name_, blob_;
+  int K_;
+  bool can_consume_;
+  std::vector<DropoutPattern> inputs_, seg_patterns_, seg_inputs_;
+  std::vector<int> seg_bounds_;
 };
 
 }  // namespace caffe

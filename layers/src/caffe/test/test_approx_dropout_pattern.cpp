@@ -9,6 +9,7 @@
 
 #include "caffe/common.hpp"
 #include "caffe/util/approx_dropout_pattern.hpp"
+#include "caffe/util/math_functions.hpp"
 
 #include "caffe/test/approx_dropout_test_util.hpp"
 #include "caffe/test/test_caffe_main.hpp"
@@ -418,6 +419,48 @@ TEST(DropoutPatternSamplerTest, SlicesKeepTheMarginalRate) {
   }
 }
 
+// An iteration's slice patterns: TEST one {1, 0}; TRAIN the shared-dp offsets
+// of one sample, taken from Caffe's stream exactly as SampleSlices takes
+// them, or of the fixed pattern, or of {1, 0} at rate 0 with no draw at all.
+TEST(DropoutPatternSamplerTest, IterationPatterns) {
+  ApproxDropoutParameter param;
+  param.set_dropout_ratio(0.7);
+  DropoutPatternSampler sampler(param, 100, "sampler");
+  std::vector<DropoutPattern> got, want;
+  for (int t = 0; t < 20; ++t) {
+    Caffe::set_random_seed(100 + t);
+    sampler.IterationPatterns(true, 3, &got);
+    Caffe::set_random_seed(100 + t);
+    sampler.SampleSlices(3, true, &want);
+    ASSERT_EQ(got.size(), 3u);
+    for (int s = 0; s < 3; ++s) {
+      EXPECT_EQ(got[s].dp, want[s].dp);
+      EXPECT_EQ(got[s].b, want[s].b);
+    }
+  }
+  sampler.IterationPatterns(false, 3, &got);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].dp, 1);
+  EXPECT_EQ(got[0].b, 0);
+  sampler.Fix(4, 3);
+  sampler.IterationPatterns(true, 3, &got);
+  ASSERT_EQ(got.size(), 3u);
+  for (int s = 0; s < 3; ++s) {
+    EXPECT_EQ(got[s].dp, 4);
+    EXPECT_EQ(got[s].b, (3 + s) % 4);
+  }
+  param.set_dropout_ratio(0);
+  DropoutPatternSampler skip_only(param, 100, "sampler");
+  Caffe::set_random_seed(5);
+  skip_only.IterationPatterns(true, 2, &got);
+  const unsigned int next = caffe_rng_rand();
+  Caffe::set_random_seed(5);
+  EXPECT_EQ(next, caffe_rng_rand()) << "rate 0 drew from Caffe's stream";
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].dp, 1);
+  EXPECT_EQ(got[1].dp, 1);
+}
+
 class DropoutPatternSamplerDeathTest : public ::testing::Test {
  protected:
   void Expect(const ApproxDropoutParameter& param, int units,
@@ -469,6 +512,16 @@ TEST_F(DropoutPatternSamplerDeathTest, DpLargerThanUnits) {
   param.add_pattern_distribution(1);
   Expect(param, 3, "pattern_distribution gives dp = 4 probability 1, but the "
                    "pattern acts on only 3 units");
+}
+
+TEST_F(DropoutPatternSamplerDeathTest, FixOutsideRange) {
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  ApproxDropoutParameter param;
+  param.set_dropout_ratio(0.5);
+  DropoutPatternSampler sampler(param, 10, "fc7");
+  EXPECT_DEATH(sampler.Fix(0, 0), "FixPattern: dp must be >= 1");
+  EXPECT_DEATH(sampler.Fix(11, 0), "FixPattern: dp must be <= 10");
+  EXPECT_DEATH(sampler.Fix(3, 3), "FixPattern: b must be in \\[0, dp\\)");
 }
 
 TEST_F(DropoutPatternSamplerDeathTest, DefaultCannotReachRate) {

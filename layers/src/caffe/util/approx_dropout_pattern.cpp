@@ -115,7 +115,8 @@ std::vector<double> DefaultPatternDistribution(double p, int max_dp,
 DropoutPatternSampler::DropoutPatternSampler(
     const ApproxDropoutParameter& param, int num_units,
     const std::string& layer_name, const std::string& field_prefix)
-    : ratio_(param.dropout_ratio()) {
+    : ratio_(param.dropout_ratio()), num_units_(num_units), fixed_(false),
+      fixed_pattern_{1, 0} {
   const std::string where =
       "Layer " + layer_name + ": approx_dropout_param." + field_prefix;
   CHECK_GE(ratio_, 0.f) << where << "dropout_ratio must be in [0, 1), got "
@@ -192,6 +193,25 @@ void DropoutPatternSampler::SampleSlices(
     return;
   }
   SliceOffsets(Sample(), slices, out);
+}
+
+void DropoutPatternSampler::Fix(int dp, int b) {
+  CHECK_GE(dp, 1) << "FixPattern: dp must be >= 1";
+  CHECK_LE(dp, num_units_) << "FixPattern: dp must be <= " << num_units_;
+  CHECK(b >= 0 && b < dp) << "FixPattern: b must be in [0, dp)";
+  fixed_ = true;
+  fixed_pattern_ = DropoutPattern{dp, b};
+}
+
+void DropoutPatternSampler::IterationPatterns(bool train, int slices,
+    std::vector<DropoutPattern>* out) const {
+  if (!train) {
+    SliceOffsets(DropoutPattern{1, 0}, 1, out);
+  } else if (fixed_ || k_.size() == 1) {
+    SliceOffsets(fixed_ ? fixed_pattern_ : DropoutPattern{1, 0}, slices, out);
+  } else {
+    SampleSlices(slices, true, out);
+  }
 }
 
 void DropoutPatternSampler::SliceOffsets(const DropoutPattern& first,

@@ -101,6 +101,51 @@ bool ApproxDropoutPatternTop::CheckBottom(const Blob<Dtype>& pattern,
   return true;
 }
 
+ApproxDropoutPatternTopOwner::~ApproxDropoutPatternTopOwner() {
+  if (data_ != NULL) ApproxDropoutPatternTop::Forget(data_, layer_);
+}
+
+template <typename Dtype>
+bool ApproxDropoutPatternTopOwner::Reshape(int slices, const std::string& name,
+                                           Blob<Dtype>* top) {
+  top->Reshape(std::vector<int>{slices, ApproxDropoutPatternTop::kColumns});
+  // Registered by its data, which a reallocating Reshape replaces.
+  const void* data = top->data().get();
+  if (data == data_) return false;
+  if (data_ != NULL) ApproxDropoutPatternTop::Forget(data_, layer_);
+  data_ = data;
+  ApproxDropoutPatternTop::Register(data, layer_, name);
+  return true;
+}
+
+template <typename Dtype>
+void ApproxDropoutPatternBottom::SetUp(const Blob<Dtype>& pattern,
+    const std::string& name, const std::string& blob, bool can_consume,
+    int K) {
+  wired_ = true;
+  name_ = name;
+  blob_ = blob;
+  can_consume_ = can_consume;
+  K_ = K;
+  checked_ = ApproxDropoutPatternTop::CheckBottom(pattern, name, blob,
+      can_consume, K, true, &input_block_);
+}
+
+template <typename Dtype>
+void ApproxDropoutPatternBottom::Plan(const Blob<Dtype>& pattern,
+    const ApproxDropoutShape& shape, int M,
+    const std::vector<DropoutPattern>& patterns, ApproxDropoutPlan* plan) {
+  if (!checked_) {
+    checked_ = ApproxDropoutPatternTop::CheckBottom(pattern, name_, blob_,
+        can_consume_, K_, false, &input_block_);
+  }
+  // One row per producer slice (dp = 1 in its TEST phase).
+  ApproxDropoutPatternTop::Read(pattern, &inputs_);
+  ApproxDropoutSegments(M, patterns, inputs_, &seg_bounds_, &seg_patterns_,
+                        &seg_inputs_);
+  plan->Plan(shape, seg_bounds_, seg_patterns_, &seg_inputs_, input_block_);
+}
+
 #define INSTANTIATE_PATTERN_TOP(Dtype)                                        \
   template void ApproxDropoutPatternTop::Write<Dtype>(                        \
       const std::vector<DropoutPattern>&, int, int, Blob<Dtype>*);            \
@@ -108,7 +153,14 @@ bool ApproxDropoutPatternTop::CheckBottom(const Blob<Dtype>& pattern,
       const Blob<Dtype>&, std::vector<DropoutPattern>*);                      \
   template bool ApproxDropoutPatternTop::CheckBottom<Dtype>(                  \
       const Blob<Dtype>&, const std::string&, const std::string&, bool, int,  \
-      bool, bool*);
+      bool, bool*);                                                          \
+  template bool ApproxDropoutPatternTopOwner::Reshape<Dtype>(                 \
+      int, const std::string&, Blob<Dtype>*);                                 \
+  template void ApproxDropoutPatternBottom::SetUp<Dtype>(                     \
+      const Blob<Dtype>&, const std::string&, const std::string&, bool, int); \
+  template void ApproxDropoutPatternBottom::Plan<Dtype>(const Blob<Dtype>&,   \
+      const ApproxDropoutShape&, int, const std::vector<DropoutPattern>&,     \
+      ApproxDropoutPlan*);
 INSTANTIATE_PATTERN_TOP(float)
 INSTANTIATE_PATTERN_TOP(double)
 
