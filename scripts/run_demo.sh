@@ -4,7 +4,7 @@
 # (batch 128, dropout 0.5) with stock Dropout and with RDP
 # (ApproxDropoutInnerProduct) for the same short budget, printing time per
 # iteration, the speedup and test accuracy, and saving a plot.
-# ITERATIONS (default 600 per net) sets the budget; --gpu ID trains on a GPU
+# ITERATIONS (default 500 per net) sets the budget; --gpu ID trains on a GPU
 # with the CUDA build (for sm_$CUDA_ARCH, default 90).
 #   scripts/run_demo.sh [--gpu ID]
 set -euo pipefail
@@ -20,5 +20,5 @@ scripts/setup.sh
 scripts/build.sh "${build_args[@]}" --target tool_caffe --target pycaffe
 export APPROX_DROPOUT_BUILD=$PWD/$build
 rm -rf build/demo/runs  # measure afresh every time (the runner resumes otherwise)
-.venv/bin/python scripts/experiments/exp_mlp.py demo --iterations "${ITERATIONS:-600}" --out build/demo \
+.venv/bin/python scripts/experiments/exp_mlp.py demo --iterations "${ITERATIONS:-500}" --out build/demo \
   "${device_args[@]}"

@@ -72,9 +72,9 @@ SETUPS = {
                             "rdp_prop", "rdp_strided_prop"],
                    seeds=[0, 1], iterations=2 * EPOCH, quick_iterations=EPOCH),
     # RDP as the layer defaults it at p = 0.5: block layout, one pattern per batch
-    # 600 iterations (1.3 epochs): the fresh-machine demo stays within 8 minutes
+    # 500 iterations (1.1 epochs): the fresh-machine demo stays within 8 minutes
     "demo": dict(models=[(2048, 2048)], rates=[0.5], methods=["stock", "rdp_block_s1"], seeds=[0],
-                 iterations=600, quick_iterations=200, test_every=150),
+                 iterations=500, quick_iterations=200, test_every=125),
 }
 
 
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="these methods instead of the setup's (any of them, e.g. a "
                              "new layout on the rates experiment): " + METHOD_HELP)
     parser.add_argument("--iterations", type=int, help="training iterations per run")
-    parser.add_argument("--test-every", type=int, help="default: iterations / 10 (demo: 150)")
+    parser.add_argument("--test-every", type=int, help="default: iterations / 10 (demo: 125)")
     parser.add_argument("--test-iter", type=int, default=100,
                         help="TEST batches of 100 per evaluation (default: all 10 000)")
     parser.add_argument("--summary-only", action="store_true",
