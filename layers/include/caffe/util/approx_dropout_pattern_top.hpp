@@ -62,6 +62,10 @@ class ApproxDropoutPatternTopOwner {
   explicit ApproxDropoutPatternTopOwner(const void* layer)
       : layer_(layer), data_(NULL) {}
   ~ApproxDropoutPatternTopOwner();
+  // One registration, one owner: a copy would forget it twice.
+  ApproxDropoutPatternTopOwner(const ApproxDropoutPatternTopOwner&) = delete;
+  ApproxDropoutPatternTopOwner& operator=(const ApproxDropoutPatternTopOwner&) =
+      delete;
   // Shapes top to slices x kColumns and registers its data for `name`.
   // Returns true when that data is new (a reallocating Reshape replaced it):
   // the caller writes it at once, so that consumers set up next can check
