@@ -123,6 +123,16 @@ void DropConnectInnerProductLayer<Dtype>::MaskWeights(int s) {
   Dtype* masked = masked_w_.mutable_cpu_data();
   const unsigned char* mask =
       &mask_[static_cast<size_t>(s) * unit_rows_ * unit_cols_];
+  if (weight_unit_) {
+    // one mask byte per weight, half of them 0: a branch per weight would be
+    // mispredicted half the time; the gate is exactly scale or 0, as below
+    const int count = N_ * K_;
+    const Dtype scale = scale_;
+    for (int i = 0; i < count; ++i) {
+      masked[i] = (scale * static_cast<Dtype>(mask[i])) * w[i];
+    }
+    return;
+  }
   for (int j = 0; j < N_; ++j) {
     const unsigned char* mask_row = mask + (j / tile_h_) * unit_cols_;
     // runs of one mask unit: no division per weight
@@ -203,7 +213,14 @@ void DropConnectInnerProductLayer<Dtype>::Backward_cpu(
       Dtype* dw = this->blobs_[0]->mutable_cpu_diff();
       const unsigned char* mask =
           &mask_[static_cast<size_t>(s) * unit_rows_ * unit_cols_];
-      for (int j = 0; j < N_; ++j) {
+      if (weight_unit_) {  // branch-free, as in MaskWeights: adds 0 if dropped
+        const int count = N_ * K_;
+        const Dtype scale = scale_;
+        for (int i = 0; i < count; ++i) {
+          dw[i] += (scale * static_cast<Dtype>(mask[i])) * g[i];
+        }
+      }
+      for (int j = 0; !weight_unit_ && j < N_; ++j) {
         const unsigned char* mask_row = mask + (j / tile_h_) * unit_cols_;
         for (int c = 0, k0 = 0; c < unit_cols_; ++c, k0 += tile_w_) {
           if (!mask_row[c]) continue;
