@@ -219,13 +219,16 @@ void DropConnectInnerProductLayer<Dtype>::Backward_cpu(
         for (int i = 0; i < count; ++i) {
           dw[i] += (scale * static_cast<Dtype>(mask[i])) * g[i];
         }
-      }
-      for (int j = 0; !weight_unit_ && j < N_; ++j) {
-        const unsigned char* mask_row = mask + (j / tile_h_) * unit_cols_;
-        for (int c = 0, k0 = 0; c < unit_cols_; ++c, k0 += tile_w_) {
-          if (!mask_row[c]) continue;
-          const int k1 = std::min(K_, k0 + tile_w_);
-          for (int k = k0; k < k1; ++k) dw[j * K_ + k] += scale_ * g[j * K_ + k];
+      } else {
+        for (int j = 0; j < N_; ++j) {
+          const unsigned char* mask_row = mask + (j / tile_h_) * unit_cols_;
+          for (int c = 0, k0 = 0; c < unit_cols_; ++c, k0 += tile_w_) {
+            if (!mask_row[c]) continue;
+            const int k1 = std::min(K_, k0 + tile_w_);
+            for (int k = k0; k < k1; ++k) {
+              dw[j * K_ + k] += scale_ * g[j * K_ + k];
+            }
+          }
         }
       }
     }
